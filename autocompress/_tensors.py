@@ -1,0 +1,65 @@
+"""Small helpers for model inputs that are a tensor or a dict of tensors (Hugging Face style)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+ModelInput = torch.Tensor | Mapping[str, torch.Tensor]
+
+
+def to_device(x: Any, device: torch.device | str) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, Mapping):
+        return {k: to_device(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_device(v, device) for v in x)
+    return x
+
+
+def call_model(model: nn.Module, x: ModelInput) -> Any:
+    """Run ``model`` on a tensor (positional) or a dict of tensors (keyword arguments)."""
+    if isinstance(x, Mapping):
+        return model(**x)
+    return model(x)
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits tensor of a model output: a tensor, a Hugging Face ``ModelOutput`` or a tuple."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    if isinstance(output, (list, tuple)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"model output of type {type(output).__name__} holds no logits tensor")
+
+
+def batch_len(x: ModelInput) -> int:
+    if isinstance(x, Mapping):
+        return int(next(iter(x.values())).shape[0])
+    return int(x.shape[0])
+
+
+def describe(x: Any) -> str:
+    """A short description of an input for error messages, e.g. ``tensor(1, 3, 8, 8)``."""
+    if isinstance(x, torch.Tensor):
+        return f"tensor{tuple(x.shape)}"
+    if isinstance(x, Mapping):
+        return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in x.items()) + "}"
+    return type(x).__name__
+
+
+def repeat_to_batch(x: ModelInput, batch: int) -> ModelInput:
+    """Build a batch of ``batch`` rows from the first row of an example input."""
+    if isinstance(x, Mapping):
+        return {k: repeat_to_batch(v, batch) for k, v in x.items()}
+    first = x[:1]
+    return first.expand(batch, *first.shape[1:]).contiguous()

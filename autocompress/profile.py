@@ -1,0 +1,369 @@
+"""Profiling and measurement: what a model is and what it costs.
+
+Every later stage measures compressed models (pruned, quantized) with these same functions, so that the
+original and the compressed model are always compared like for like.
+
+FLOPs are counted with fvcore and, like fvcore, count one fused multiply-add as one FLOP: the numbers are
+**MACs** (multiply-accumulates) for one input sample (batch 1).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import statistics
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._tensors import ModelInput, call_model, logits_of, repeat_to_batch, to_device
+from .device import resolve_device
+from .metrics import Metric
+
+PROFILE_SCHEMA_VERSION = 1
+WARMUP_RUNS = 5
+TIMED_RUNS = 30
+LATENCY_BATCHES = (1, 64)
+
+
+# --------------------------------------------------------------------------------------------- architecture
+_ATTENTION_TYPES: tuple[type[nn.Module], ...] = (nn.MultiheadAttention, nn.TransformerEncoderLayer,
+                                                 nn.TransformerDecoderLayer)
+
+
+def _is_attention(module: nn.Module) -> bool:
+    # Hugging Face attention classes (BertSelfAttention, ViTSelfAttention, ...) share no base class, so they
+    # are recognised by name; torch's own are recognised by type.
+    return isinstance(module, _ATTENTION_TYPES) or type(module).__name__.endswith(("SelfAttention", "Attention"))
+
+
+def _is_conv(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.conv._ConvNd) or "Conv" in type(module).__name__
+
+
+def detect_arch(model: nn.Module) -> str:
+    """``transformer`` if any attention module is present, else ``cnn`` if any convolution, else ``mlp``."""
+    modules = list(model.modules())
+    if any(_is_attention(m) for m in modules):
+        return "transformer"
+    if any(_is_conv(m) for m in modules):
+        return "cnn"
+    return "mlp"
+
+
+# --------------------------------------------------------------------------------------------- parameters
+def _own_param_count(module: nn.Module) -> int:
+    """Parameters held directly by ``module``, including the packed weights of quantized layers."""
+    count = sum(p.numel() for p in module.parameters(recurse=False))
+    # Quantized layers keep weight and bias in packed params, not nn.Parameters; count them the same way.
+    weight_fn = getattr(module, "weight", None)
+    if callable(weight_fn) and not isinstance(weight_fn, nn.Module) and hasattr(module, "_packed_params"):
+        try:
+            count += weight_fn().numel()
+            bias_fn = getattr(module, "bias", None)
+            bias = bias_fn() if callable(bias_fn) else None
+            if bias is not None:
+                count += bias.numel()
+        except Exception:
+            pass
+    return count
+
+
+def count_params(model: nn.Module) -> int:
+    """All parameters of ``model``; for a float model this is ``sum(p.numel() for p in model.parameters())``."""
+    return sum(_own_param_count(m) for m in model.modules())
+
+
+# --------------------------------------------------------------------------------------------- FLOPs
+class _KwargsAdapter(nn.Module):
+    """Lets fvcore (which traces positional inputs) run a model that takes a dict of tensors."""
+
+    def __init__(self, model: nn.Module, keys: list[str]) -> None:
+        super().__init__()
+        self.model, self.keys = model, keys
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        out = self.model(**dict(zip(self.keys, args)))
+        return logits_of(out)
+
+
+def _sdpa_flop_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    # scaled_dot_product_attention: Q·Kᵀ and A·V, each B·H·L·S·E MACs.
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k = get_shape(inputs[0]), get_shape(inputs[1])
+    v = get_shape(inputs[2])
+    if not q or not k or not v:
+        return 0
+    batch = 1
+    for d in q[:-2]:
+        batch *= d
+    length, embed, source, value_dim = q[-2], q[-1], k[-2], v[-1]
+    return batch * length * source * (embed + value_dim)
+
+
+def _native_mha_flop_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    # nn.MultiheadAttention's inference fast path is one fused op: q/k/v projections, Q·Kᵀ, A·V, out projection.
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(inputs[i]) for i in range(3))
+    if not q or not k or not v:
+        return 0
+    batch = q[0] if len(q) == 3 else 1
+    length, embed, source = q[-2], q[-1], k[-2]
+    projections = (length + source + v[-2]) * embed * embed + length * embed * embed
+    attention = length * source * embed * 2
+    return batch * (projections + attention)
+
+
+def _fvcore_analysis(model: nn.Module, example_input: ModelInput):
+    from fvcore.nn import FlopCountAnalysis
+
+    x = repeat_to_batch(example_input, 1)
+    if isinstance(x, Mapping):
+        keys = list(x.keys())
+        target: nn.Module = _KwargsAdapter(model, keys)
+        inputs = tuple(x[k] for k in keys)
+        prefix = "model."
+    else:
+        target, inputs, prefix = model, (x,), ""
+    analysis = FlopCountAnalysis(target, inputs)
+    analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_handle)
+    analysis.set_op_handle("aten::_native_multi_head_attention", _native_mha_flop_handle)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
+    return analysis, prefix
+
+
+def module_flops(model: nn.Module, example_input: ModelInput) -> dict[str, int]:
+    """MACs per module name (hierarchical, as fvcore's ``by_module``), for one input sample."""
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            analysis, prefix = _fvcore_analysis(model, example_input)
+            by_module = analysis.by_module()
+    finally:
+        model.train(was_training)
+    if not prefix:
+        return dict(by_module)
+    return {("" if k == "model" else k[len(prefix):]): v for k, v in by_module.items()
+            if k == "model" or k.startswith(prefix)}
+
+
+def count_flops(model: nn.Module, example_input: ModelInput) -> int:
+    """Total MACs of one forward pass on one input sample."""
+    return int(module_flops(model, example_input).get("", 0))
+
+
+# --------------------------------------------------------------------------------------------- layers
+@dataclass(frozen=True)
+class LayerStats:
+    """One layer type: how many modules of it, their parameters and their MACs (own work, not children's)."""
+
+    type: str
+    count: int
+    params: int
+    flops: int
+
+
+def layer_breakdown(model: nn.Module, example_input: ModelInput,
+                    flops_by_module: dict[str, int] | None = None) -> list[LayerStats]:
+    """Parameters and MACs per layer type. The per-type sums equal :func:`count_params` and the FLOPs total.
+
+    A module's own MACs are its fvcore total minus its children's, so work done in a parent's ``forward``
+    (the attention matmuls of ``BertSelfAttention``, say) is attributed to the parent's type.
+    """
+    if flops_by_module is None:
+        flops_by_module = module_flops(model, example_input)
+    counts: dict[str, int] = defaultdict(int)
+    params: dict[str, int] = defaultdict(int)
+    flops: dict[str, int] = defaultdict(int)
+    for name, module in model.named_modules():
+        own_params = _own_param_count(module)
+        total = flops_by_module.get(name, 0)
+        children = sum(flops_by_module.get(f"{name}.{c}" if name else c, 0) for c, _ in module.named_children())
+        own_flops = max(total - children, 0)
+        is_leaf = next(module.children(), None) is None
+        if not (is_leaf or own_params or own_flops):
+            continue  # pure containers (Sequential, ModuleList, ...) are not layers
+        kind = type(module).__name__
+        counts[kind] += 1
+        params[kind] += own_params
+        flops[kind] += own_flops
+    rows = [LayerStats(k, counts[k], params[k], flops[k]) for k in counts]
+    return sorted(rows, key=lambda r: (-r.params, -r.flops, r.type))
+
+
+# --------------------------------------------------------------------------------------------- size
+def serialized_size_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``: the same measure for float and quantized models."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def serialized_size_mb(model: nn.Module) -> float:
+    """Serialized size in MB (10⁶ bytes)."""
+    return serialized_size_bytes(model) / 1e6
+
+
+# --------------------------------------------------------------------------------------------- latency
+def is_quantized(model: nn.Module) -> bool:
+    """True when any module is a torch.ao quantized (int8) module; such models run on CPU only."""
+    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+
+
+def default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def measure_latency(model: nn.Module, example_input: ModelInput, batch: int = 1,
+                    device: str | torch.device = "cpu", warmup: int = WARMUP_RUNS, runs: int = TIMED_RUNS,
+                    threads: int | None = None) -> float:
+    """Median wall time in ms of one forward pass at ``batch``, after ``warmup`` untimed passes.
+
+    Runs under ``torch.inference_mode`` with a fixed intra-op thread count. Quantized models always run on CPU.
+    """
+    if warmup < 5 or runs < 30:
+        raise ValueError("latency needs at least 5 warm-up runs and 30 timed runs")
+    dev = torch.device("cpu") if is_quantized(model) else resolve_device(device)
+    x = to_device(repeat_to_batch(example_input, batch), dev)
+    model = model.to(dev) if not is_quantized(model) else model
+    was_training = model.training
+    model.eval()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    times: list[float] = []
+    try:
+        with fixed_threads(threads or default_threads()), torch.inference_mode():
+            for i in range(warmup + runs):
+                sync()
+                start = time.perf_counter()
+                call_model(model, x)
+                sync()
+                if i >= warmup:
+                    times.append((time.perf_counter() - start) * 1000.0)
+    finally:
+        model.train(was_training)
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------------------------------------- metric
+def predict(model: nn.Module, loader: Any, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and targets of ``model`` over a loader, concatenated on CPU."""
+    dev = torch.device("cpu") if is_quantized(model) else resolve_device(device)
+    if not is_quantized(model):
+        model = model.to(dev)
+    was_training = model.training
+    model.eval()
+    all_logits, all_targets = [], []
+    try:
+        with torch.inference_mode():
+            for x, y in loader:
+                all_logits.append(logits_of(call_model(model, to_device(x, dev))).float().cpu())
+                all_targets.append(torch.as_tensor(y).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(all_logits), torch.cat(all_targets)
+
+
+def evaluate(model: nn.Module, loader: Any, metric: Metric, device: str | torch.device = "cpu") -> float:
+    """The task metric of ``model`` on every sample of ``loader``."""
+    logits, targets = predict(model, loader, device)
+    return metric(logits, targets)
+
+
+# --------------------------------------------------------------------------------------------- profile
+@dataclass(frozen=True)
+class Profile:
+    """What a model is and what it costs, as measured once. ``to_dict`` is the stable ``--json`` form."""
+
+    arch_type: str
+    layers: tuple[LayerStats, ...]
+    params: int
+    flops: int
+    size_mb: float
+    latency_ms: dict[str, float]
+    metric: dict[str, Any]
+    device: str
+    threads: int
+    task: str = ""
+    flops_unit: str = "MAC"
+    schema_version: int = PROFILE_SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["layers"] = [asdict(layer) for layer in self.layers]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        data = dict(data)
+        data["layers"] = tuple(LayerStats(**layer) for layer in data["layers"])
+        return cls(**data)
+
+    def share(self, layer_type: str, of: str = "params") -> float:
+        """The fraction of parameters (``of="params"``) or MACs (``of="flops"``) held by one layer type."""
+        total = getattr(self, of)
+        return sum(getattr(r, of) for r in self.layers if r.type == layer_type) / total if total else 0.0
+
+
+def profile_model(model: nn.Module, example_input: ModelInput, eval_loader: Any = None,
+                  metric: Metric | None = None, device: str | torch.device = "auto",
+                  threads: int | None = None, task_name: str = "") -> Profile:
+    """Measure a model: architecture, per-layer-type params and MACs, size, latency and (if given) the metric.
+
+    The model is not modified: measurement runs on a copy moved to the measuring device.
+    """
+    dev = torch.device("cpu") if is_quantized(model) else resolve_device(device)
+    threads = threads or default_threads()
+    subject = copy.deepcopy(model)
+    cpu_input = to_device(example_input, "cpu")
+    if not is_quantized(subject):
+        subject = subject.cpu()
+    flops_by_module = module_flops(subject, cpu_input)
+    layers = tuple(layer_breakdown(subject, cpu_input, flops_by_module))
+    latency = {f"batch_{b}": measure_latency(subject, cpu_input, b, dev, threads=threads) for b in LATENCY_BATCHES}
+    metric_info: dict[str, Any] = {"name": None, "value": None}
+    if eval_loader is not None and metric is not None:
+        metric_info = {"name": metric.name, "value": evaluate(subject, eval_loader, metric, dev),
+                       "higher_is_better": metric.higher_is_better}
+    return Profile(
+        arch_type=detect_arch(subject),
+        layers=layers,
+        params=count_params(subject),
+        flops=int(flops_by_module.get("", 0)),
+        size_mb=serialized_size_mb(subject.cpu() if not is_quantized(subject) else subject),
+        latency_ms=latency,
+        metric=metric_info,
+        device=dev.type,
+        threads=threads,
+        task=task_name,
+    )
+
+
+def profile_task(task: Any, device: str | torch.device = "auto", threads: int | None = None) -> Profile:
+    """:func:`profile_model` on a task's model, example input, evaluation set and metric."""
+    return profile_model(task.model, task.example_input, task.eval_loader(), task.resolved_metric,
+                         device=device, threads=threads, task_name=task.name)

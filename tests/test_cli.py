@@ -1,0 +1,81 @@
+import json
+
+import torch
+from torchvision.models import resnet18
+
+from .conftest import FIXTURES, run_cli
+
+PROFILE_KEYS = {"arch_type", "layers", "params", "flops", "size_mb", "latency_ms", "metric"}
+
+
+def test_profile_digits_json():
+    result = run_cli("profile", "--task", "digits", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert PROFILE_KEYS <= set(data)
+    assert data["arch_type"] == "cnn"
+    assert set(data["latency_ms"]) == {"batch_1", "batch_64"}
+    assert data["metric"]["name"] == "accuracy" and data["metric"]["value"] >= 0.97
+    assert sum(layer["params"] for layer in data["layers"]) == data["params"]
+    assert all(set(layer) == {"type", "count", "params", "flops"} for layer in data["layers"])
+
+
+def test_profile_resnet18_task_file():
+    result = run_cli("profile", "--task", str(FIXTURES / "resnet_task.py"), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["arch_type"] == "cnn"
+    assert data["params"] == sum(p.numel() for p in resnet18(num_classes=10).parameters())
+
+
+def test_profile_bert_task_file_is_a_transformer():
+    result = run_cli("profile", "--task", str(FIXTURES / "bert_task.py"), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["arch_type"] == "transformer"
+    assert data["flops"] > 0
+    assert data["latency_ms"]["batch_1"] > 0 and data["latency_ms"]["batch_64"] > 0
+    assert data["metric"]["name"] == "f1"
+
+
+def test_human_output_is_a_table():
+    result = run_cli("profile", "--task", "digits")
+    assert result.returncode == 0, result.stderr
+    assert "Conv2d" in result.stdout and "accuracy" in result.stdout and "MACs" in result.stdout
+
+
+def test_user_error_is_one_line_exit_2_without_traceback(tmp_path):
+    result = run_cli("profile", "--task", str(tmp_path / "missing.py"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: task file") and "does not exist" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_cli("--debug", "profile", "--task", str(tmp_path / "missing.py"))
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_bad_option_is_one_line_exit_2():
+    result = run_cli("profile", "--device", "tpu")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "invalid choice: 'tpu'" in result.stderr
+
+
+def test_help_describes_every_option():
+    result = run_cli("profile", "--help")
+    assert result.returncode == 0
+    for option in ("--task", "--device", "--threads", "--json", "--debug"):
+        assert option in result.stdout
+    assert "profile" in run_cli("--help").stdout
+
+
+def test_cuda_request_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        return
+    result = run_cli("profile", "--task", "digits", "--device", "cuda")
+    assert result.returncode == 2
+    assert "no CUDA GPU is available" in result.stderr and "--device cpu" in result.stderr
