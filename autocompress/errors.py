@@ -36,3 +36,15 @@ class ConfigError(AutocompressError):
 
 class DeviceError(ConfigError):
     """A device was asked for that this machine does not have."""
+
+
+class DistillationError(AutocompressError):
+    """Distillation or fine-tuning cannot run: no teacher for a teacher technique, nothing to train, bad cache."""
+
+
+class QuantizationError(ConfigError):
+    """A quantization mode, backend or input that cannot be applied to the model."""
+
+
+class ExportError(AutocompressError):
+    """A model cannot be written in the requested format, or a written file fails its reload check."""

@@ -144,8 +144,59 @@ def _fvcore_analysis(model: nn.Module, example_input: ModelInput):
     return analysis, prefix
 
 
+def _float_twin(module: nn.Module) -> nn.Module | None:
+    """A float module of the same shape as a torch.ao quantized module (for counting MACs), else None."""
+    if not _is_quantized_module(module):
+        return None
+    if hasattr(module, "kernel_size") and hasattr(module, "in_channels"):
+        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[len(module.kernel_size)]
+        return conv(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                    module.dilation, module.groups)
+    if hasattr(module, "in_features") and hasattr(module, "out_features"):
+        return nn.Linear(module.in_features, module.out_features)
+    if hasattr(module, "num_features"):
+        return nn.BatchNorm2d(module.num_features) if "2d" in type(module).__name__ else nn.BatchNorm3d(
+            module.num_features)
+    if isinstance(module, (nn.LSTM, nn.GRU)) or type(module).__name__ in ("LSTM", "GRU"):
+        rnn = nn.LSTM if type(module).__name__ == "LSTM" else nn.GRU
+        return rnn(module.input_size, module.hidden_size, module.num_layers, module.bias, module.batch_first,
+                   module.dropout, module.bidirectional)
+    return nn.Identity()  # quant/dequant stubs, quantized dropout and activations: no MACs
+
+
+def _float_shadow(model: nn.Module) -> nn.Module:
+    """A float stand-in of a quantized model, with the same module names and shapes, for fvcore.
+
+    fvcore cannot trace int8 modules (their packed weights are not tensors), so a quantized model is counted
+    on this stand-in: each int8 module is replaced by the float module of the same shape, and the
+    quantize/dequantize steps of an FX graph are removed. The MACs are therefore those of the float
+    architecture, less the BatchNorm layers that quantization folded into convolutions.
+    """
+    shadow = copy.deepcopy(model)
+    for name, module in list(shadow.named_modules()):
+        twin = _float_twin(module) if name else None
+        if twin is not None:
+            shadow.set_submodule(name, twin)
+    if isinstance(shadow, torch.fx.GraphModule):
+        for node in list(shadow.graph.nodes):
+            is_quant = node.op == "call_function" and node.target in (torch.quantize_per_tensor,
+                                                                       torch.quantize_per_channel)
+            if is_quant or (node.op == "call_method" and node.target == "dequantize"):
+                node.replace_all_uses_with(node.args[0])
+                shadow.graph.erase_node(node)
+        shadow.graph.eliminate_dead_code()
+        shadow.recompile()
+    return shadow
+
+
 def module_flops(model: nn.Module, example_input: ModelInput) -> dict[str, int]:
-    """MACs per module name (hierarchical, as fvcore's ``by_module``), for one input sample."""
+    """MACs per module name (hierarchical, as fvcore's ``by_module``), for one input sample.
+
+    A quantized model is counted on its float stand-in (see :func:`_float_shadow`): the same MACs as its
+    float architecture, with BatchNorm folded away where quantization fused it.
+    """
+    if is_quantized(model):
+        model = _float_shadow(model)
     was_training = model.training
     model.eval()
     try:
@@ -219,9 +270,17 @@ def serialized_size_mb(model: nn.Module) -> float:
 
 
 # --------------------------------------------------------------------------------------------- latency
+_QUANTIZED_MODULE_PREFIXES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")
+
+
+def _is_quantized_module(module: nn.Module) -> bool:
+    # Fused int8 modules (ConvReLU2d, LinearReLU from FX graph mode) live in torch.ao.nn.intrinsic.quantized.
+    return type(module).__module__.startswith(_QUANTIZED_MODULE_PREFIXES)
+
+
 def is_quantized(model: nn.Module) -> bool:
     """True when any module is a torch.ao quantized (int8) module; such models run on CPU only."""
-    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+    return any(_is_quantized_module(m) for m in model.modules())
 
 
 def default_threads() -> int:
@@ -268,6 +327,59 @@ def measure_latency(model: nn.Module, example_input: ModelInput, batch: int = 1,
     return statistics.median(times)
 
 
+# --------------------------------------------------------------------------------------------- energy
+# Energy per MAC from Horowitz (ISSCC 2014, 45 nm): an fp32 multiply-add costs about 4.6 pJ, an int8 one about
+# 0.23 pJ. Static power of the active cores is charged for the measured wall time.
+PJ_PER_MAC = {"fp32": 4.6, "int8": 0.23}
+WATTS_PER_CORE = 5.0
+RAPL_ROOT = "/sys/class/powercap"
+
+
+def _rapl_energy_uj() -> int | None:
+    """Package energy counter (µJ) from Linux RAPL, or None where the machine does not expose it."""
+    total, found = 0, False
+    try:
+        for entry in sorted(os.listdir(RAPL_ROOT)):
+            if entry.count(":") == 1 and entry.startswith("intel-rapl"):
+                with open(os.path.join(RAPL_ROOT, entry, "energy_uj")) as fh:
+                    total += int(fh.read().strip())
+                    found = True
+    except (OSError, ValueError):
+        return None
+    return total if found else None
+
+
+def estimate_energy_mj(latency_ms: float, flops: int, batch: int, threads: int, quantized: bool) -> float:
+    """An energy **estimate** in mJ for one forward pass of ``batch`` samples, from latency and MACs."""
+    dynamic = flops * batch * PJ_PER_MAC["int8" if quantized else "fp32"] * 1e-9  # pJ -> mJ
+    static = WATTS_PER_CORE * threads * latency_ms  # W * ms = mJ
+    return dynamic + static
+
+
+def measure_energy(model: nn.Module, example_input: ModelInput, latency_ms: float, flops: int,
+                   batch: int = 64, threads: int | None = None, runs: int = TIMED_RUNS) -> dict[str, Any]:
+    """Energy of one batch-``batch`` forward pass: measured with RAPL where readable, else estimated.
+
+    The result says which (``method``: ``rapl`` or ``estimate``); an estimate is labelled as such everywhere.
+    """
+    threads = threads or default_threads()
+    quantized = is_quantized(model)
+    if _rapl_energy_uj() is not None:
+        x = repeat_to_batch(to_device(example_input, "cpu"), batch)
+        with fixed_threads(threads), torch.inference_mode():
+            for _ in range(WARMUP_RUNS):
+                call_model(model, x)
+            start = _rapl_energy_uj()
+            for _ in range(runs):
+                call_model(model, x)
+            end = _rapl_energy_uj()
+        if start is not None and end is not None and end > start:
+            return {"batch_64" if batch == 64 else f"batch_{batch}": (end - start) / 1000.0 / runs,
+                    "method": "rapl"}
+    return {"batch_64" if batch == 64 else f"batch_{batch}":
+            estimate_energy_mj(latency_ms, flops, batch, threads, quantized), "method": "estimate"}
+
+
 # --------------------------------------------------------------------------------------------- metric
 def predict(model: nn.Module, loader: Any, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and targets of ``model`` over a loader, concatenated on CPU."""
@@ -308,6 +420,7 @@ class Profile:
     device: str
     threads: int
     task: str = ""
+    energy_mj: dict[str, Any] = field(default_factory=dict)
     flops_unit: str = "MAC"
     schema_version: int = PROFILE_SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
@@ -345,6 +458,9 @@ def profile_model(model: nn.Module, example_input: ModelInput, eval_loader: Any 
     flops_by_module = module_flops(subject, cpu_input)
     layers = tuple(layer_breakdown(subject, cpu_input, flops_by_module))
     latency = {f"batch_{b}": measure_latency(subject, cpu_input, b, dev, threads=threads) for b in LATENCY_BATCHES}
+    flops = int(flops_by_module.get("", 0))
+    energy = measure_energy(subject, cpu_input, latency["batch_64"], flops, 64, threads) if dev.type == "cpu" \
+        else {"batch_64": None, "method": "none (CPU only)"}
     metric_info: dict[str, Any] = {"name": None, "value": None}
     if eval_loader is not None and metric is not None:
         metric_info = {"name": metric.name, "value": evaluate(subject, eval_loader, metric, dev),
@@ -353,9 +469,10 @@ def profile_model(model: nn.Module, example_input: ModelInput, eval_loader: Any 
         arch_type=detect_arch(subject),
         layers=layers,
         params=count_params(subject),
-        flops=int(flops_by_module.get("", 0)),
+        flops=flops,
         size_mb=serialized_size_mb(subject.cpu() if not is_quantized(subject) else subject),
         latency_ms=latency,
+        energy_mj=energy,
         metric=metric_info,
         device=dev.type,
         threads=threads,

@@ -21,6 +21,7 @@ from .metrics import Metric, MetricFn, resolve_metric
 # Built-in tasks by name. Values are ``module:function`` so that a task's heavy imports happen only when used.
 BUILTIN_TASKS: dict[str, str] = {
     "digits": "autocompress.tasks.digits:task",
+    "text": "autocompress.tasks.text:task",
 }
 
 DataSource = Dataset | DataLoader
@@ -60,6 +61,8 @@ class Task:
     def _loader(self, data: DataSource, shuffle: bool, batch_size: int | None, seed: int | None) -> DataLoader:
         if isinstance(data, DataLoader):
             return data
+        if isinstance(data, torch.utils.data.IterableDataset):
+            shuffle = False  # a stream has no indices to shuffle; DataLoader rejects shuffle=True for it
         generator = None
         if shuffle and seed is not None:
             generator = torch.Generator().manual_seed(seed)

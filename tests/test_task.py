@@ -147,3 +147,14 @@ def test_module_function_form(tmp_path, monkeypatch):
 def test_file_form_loads_a_dict_input_bert_task():
     task = load_task(str(FIXTURES / "bert_task.py"))
     assert task.name == "tiny-bert" and isinstance(task.example_input, dict)
+
+
+def test_iterable_train_data_is_streamed_not_shuffled():
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            for i in range(6):
+                yield torch.full((4,), float(i)), torch.tensor(i % 3)
+
+    task = _task(train_data=Stream())
+    firsts = [float(x[0, 0]) for x, _ in task.train_loader(batch_size=2)]
+    assert firsts == [0.0, 2.0, 4.0]

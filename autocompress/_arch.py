@@ -1,0 +1,104 @@
+"""Architecture records: the shapes and plain attributes of a (possibly pruned) float model, as JSON.
+
+Structured pruning changes two things in a model: the shapes of parameters and buffers, and plain attributes
+such as ``in_channels``/``out_features``/``num_heads`` (this is what ``torch_pruning.load_state_dict``
+restores too). Both fit in a JSON dict, so an exported archive needs no pickled Python object to describe a
+pruned architecture: :func:`rebuild` applies the record to a copy of the original (unpruned) model.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._tensors import ModelInput
+
+ARCH_VERSION = 1
+_PLAIN = (bool, int, float, str, type(None))
+# Attributes that describe state, not architecture; never recorded nor restored.
+_SKIP_ATTRS = {"training", "dump_patches", "call_super_init"}
+
+
+def _plain_value(value: Any) -> bool:
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, (tuple, list)):
+        return all(isinstance(v, _PLAIN) for v in value)
+    return False
+
+
+def _attrs(module: nn.Module) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in vars(module).items():
+        if name.startswith("_") or name in _SKIP_ATTRS or not _plain_value(value):
+            continue
+        out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def capture(model: nn.Module) -> dict[str, Any]:
+    """The architecture record of a float model: per module, its class, plain attributes and tensor shapes."""
+    modules: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        tensors = {k: [list(t.shape), str(t.dtype).removeprefix("torch.")]
+                   for k, t in list(module._parameters.items()) + list(module._buffers.items()) if t is not None}
+        modules[name] = {"class": f"{type(module).__module__}.{type(module).__qualname__}",
+                         "attrs": _attrs(module), "tensors": tensors}
+    return {"version": ARCH_VERSION, "modules": modules}
+
+
+def rebuild(base_model: nn.Module, record: Mapping[str, Any]) -> nn.Module:
+    """A copy of ``base_model`` reshaped to ``record`` (weights are zeros until a state dict is loaded).
+
+    Raises ``ValueError`` naming the first module that the base model lacks, or whose class differs.
+    """
+    model = copy.deepcopy(base_model)
+    named = dict(model.named_modules())
+    for name, entry in record["modules"].items():
+        module = named.get(name)
+        if module is None:
+            raise ValueError(f"the base model has no module {name!r}")
+        cls = f"{type(module).__module__}.{type(module).__qualname__}"
+        if cls != entry["class"]:
+            raise ValueError(f"module {name!r} is a {cls}, the archive expects {entry['class']}")
+        for attr, value in entry["attrs"].items():
+            current = getattr(module, attr, None)
+            if isinstance(current, tuple) and isinstance(value, list):
+                value = tuple(value)
+            if attr in vars(module) and current != value:
+                setattr(module, attr, value)
+        for key, (shape, dtype) in entry["tensors"].items():
+            # Only reshaped tensors are replaced, so tied weights of unpruned layers stay tied.
+            torch_dtype = getattr(torch, dtype)
+            if key in module._parameters and module._parameters[key] is not None:
+                old = module._parameters[key]
+                if list(old.shape) != shape:
+                    module._parameters[key] = nn.Parameter(torch.zeros(shape, dtype=torch_dtype),
+                                                           requires_grad=old.requires_grad)
+            elif key in module._buffers and module._buffers[key] is not None:
+                if list(module._buffers[key].shape) != shape:
+                    module._buffers[key] = torch.zeros(shape, dtype=torch_dtype)
+            else:
+                raise ValueError(f"module {name!r} of the base model has no tensor {key!r}")
+    return model
+
+
+def input_spec(x: ModelInput) -> dict[str, Any]:
+    """Shapes and dtypes of an example input, as JSON (a tensor, or a dict of tensors)."""
+    if isinstance(x, Mapping):
+        return {"kind": "dict", "items": {k: input_spec(v) for k, v in x.items()}}
+    return {"kind": "tensor", "shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch.")}
+
+
+def input_from_spec(spec: Mapping[str, Any]) -> ModelInput:
+    """An input of the recorded shapes: zeros for integer tensors (valid token ids), ones elsewhere."""
+    if spec["kind"] == "dict":
+        return {k: input_from_spec(v) for k, v in spec["items"].items()}
+    dtype = getattr(torch, spec["dtype"])
+    if dtype.is_floating_point:
+        return torch.rand(spec["shape"], generator=torch.Generator().manual_seed(0)).to(dtype)
+    return torch.ones(spec["shape"], dtype=dtype)

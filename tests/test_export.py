@@ -1,0 +1,176 @@
+"""Export and reload: every format on a pruned, a quantized and a Hugging Face BERT model; safe writes."""
+
+import copy
+import io
+import json
+import zipfile
+
+import pytest
+import torch
+from torch import nn
+
+import autocompress
+from autocompress import export as E
+from autocompress import quantization as Q
+from autocompress._tensors import call_model, logits_of
+from autocompress.errors import ExportError
+from autocompress.profile import is_quantized
+
+PLAN = {"pruning": {"kind": "pruning.magnitude", "ratio": 0.5}, "quantization": "static"}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from autocompress.tasks.digits import task
+
+    return task()
+
+
+@pytest.fixture(scope="module")
+def pruned(digits):
+    import torch_pruning as tp
+
+    model = copy.deepcopy(digits.model).eval()
+    pruner = tp.pruner.MagnitudePruner(model, digits.example_input, importance=tp.importance.MagnitudeImportance(p=2),
+                                       pruning_ratio=0.5, ignored_layers=[model.classifier[3]])
+    pruner.step()
+    assert model.features[0].out_channels == 16  # really pruned
+    return model
+
+
+@pytest.fixture(scope="module")
+def static_int8(digits):
+    return Q.quantize(digits.model, Q.StaticQuantization(calibration_batches=4), digits.train_loader(),
+                      digits.example_input, progress=False).model
+
+
+@pytest.fixture(scope="module")
+def pruned_int8(digits, pruned):
+    return Q.quantize(pruned, Q.StaticQuantization(calibration_batches=4), digits.train_loader(),
+                      digits.example_input, progress=False).model
+
+
+@pytest.fixture(scope="module")
+def bert():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=16, num_labels=3)
+    model = BertForSequenceClassification(config).eval()
+    ids = torch.randint(0, 100, (64, 16))
+    mask = torch.ones_like(ids)
+    mask[:, 12:] = 0
+    return model, {"input_ids": ids, "attention_mask": mask}
+
+
+def _out(model, x):
+    with torch.no_grad():
+        return logits_of(call_model(model, x))
+
+
+@pytest.mark.parametrize("fmt", E.FORMATS)
+def test_pruned_model_round_trips_in_every_format(digits, pruned, tmp_path, fmt):
+    result = E.export_model(pruned, fmt, tmp_path / f"m.{fmt}", digits.example_input, digits.eval_loader(),
+                            plan=PLAN, base_model=digits.model)
+    assert result.check_metric == "max_abs_diff" and result.check_value <= 1e-4 and result.samples == 64
+    assert result.path.is_file() and result.size_bytes == result.path.stat().st_size
+    loaded = E.load(result.path, base_model=digits.model if fmt == "autocompress" else None)
+    x = next(iter(digits.eval_loader()))[0]
+    assert torch.allclose(_out(loaded, x), _out(pruned, x), atol=1e-4)
+    if fmt == "autocompress":  # the real pruned module, rebuilt from the JSON record on the base model
+        assert type(loaded) is type(pruned) and loaded.features[0].out_channels == 16
+        assert set(result.routes) == {"program", "module"}
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx", "autocompress"])
+def test_int8_model_round_trips(digits, static_int8, tmp_path, fmt):
+    result = E.export_model(static_int8, fmt, tmp_path / f"q.{fmt}", digits.example_input, digits.eval_loader())
+    assert result.check_metric == "top1_agreement" and result.check_value >= 0.99
+    loaded = E.load(result.path)
+    x = next(iter(digits.eval_loader()))[0]
+    agreement = (_out(loaded, x).argmax(1) == _out(static_int8, x).argmax(1)).float().mean()
+    assert agreement >= 0.99
+
+
+def test_pruned_int8_archive_rebuilds_on_the_base_model(digits, pruned_int8, tmp_path):
+    result = E.export_model(pruned_int8, "autocompress", tmp_path / "pq.acz", digits.example_input,
+                            digits.eval_loader(), plan=PLAN, base_model=digits.model)
+    assert set(result.routes) == {"program", "module"} and min(result.routes.values()) >= 0.99
+    rebuilt = autocompress.load(result.path, base_model=digits.model)
+    assert is_quantized(rebuilt) and not isinstance(rebuilt, E.LoadedProgram)
+    x = next(iter(digits.eval_loader()))[0]
+    assert torch.equal(_out(rebuilt, x), _out(pruned_int8, x))  # same int8 kernels, same weights
+    with zipfile.ZipFile(result.path) as archive:
+        assert sorted(archive.namelist()) == ["manifest.json", "program.pt", "weights.pt"]
+        manifest = json.loads(archive.read("manifest.json"))
+        # weights_only=True refuses any pickled object that is not a tensor, dtype or plain container.
+        state = torch.load(io.BytesIO(archive.read("weights.pt")), weights_only=True)
+    assert manifest["plan"] == PLAN and manifest["quantization"]["mode"] == "static"
+    assert manifest["float_class"].endswith("DigitsCNN")
+    assert manifest["architecture"]["modules"]["features.0"]["attrs"]["out_channels"] == 16
+    assert any(v.dtype == torch.qint8 for v in state.values() if isinstance(v, torch.Tensor))
+    with pytest.raises(ExportError, match="does not match the archive"):
+        E.load(result.path, base_model=nn.Sequential(nn.Linear(2, 2)))
+
+
+@pytest.mark.parametrize("fmt", E.FORMATS)
+def test_bert_with_dict_inputs_round_trips(bert, tmp_path, fmt):
+    model, batch = bert
+    example = {k: v[:1] for k, v in batch.items()}
+    result = E.export_model(model, fmt, tmp_path / f"b.{fmt}", example, batch, base_model=model)
+    assert result.check_value <= 1e-4
+    loaded = E.load(result.path, base_model=model if fmt == "autocompress" else None)
+    assert torch.allclose(_out(loaded, batch), _out(model, batch), atol=1e-4)  # called with keyword tensors
+
+
+def test_dynamic_int8_bert_archive_and_unsupported_format_names_the_ones_that_can(bert, tmp_path):
+    model, batch = bert
+    example = {k: v[:1] for k, v in batch.items()}
+    q = Q.quantize(model, Q.DynamicQuantization(), example_input=example).model
+    result = E.export_model(q, "autocompress", tmp_path / "bq.acz", example, batch, base_model=model)
+    assert result.check_value >= 0.99
+    assert torch.equal(_out(E.load(result.path, base_model=model), batch), _out(q, batch))
+    target = tmp_path / "bq.onnx"
+    with pytest.raises(ExportError) as info:
+        E.export_model(q, "onnx", target, example, batch)
+    message = str(info.value)
+    assert "\n" not in message and "cannot be exported as onnx" in message
+    assert "can hold it: torchscript, autocompress" in message
+    assert list(tmp_path.iterdir()) == [tmp_path / "bq.acz"]  # no partial file, no temp file
+
+
+def test_pt2_on_int8_names_the_formats_that_can(digits, static_int8, tmp_path):
+    with pytest.raises(ExportError, match="can hold it: torchscript, onnx, autocompress"):
+        E.export_model(static_int8, "pt2", tmp_path / "q.pt2", digits.example_input)
+    assert list(tmp_path.iterdir()) == []
+    assert E.supported_formats(static_int8) == ["torchscript", "onnx", "autocompress"]
+    assert E.supported_formats(digits.model) == list(E.FORMATS)
+
+
+def test_existing_file_is_never_overwritten_unless_asked(digits, pruned, tmp_path):
+    target = tmp_path / "mine.onnx"
+    target.write_bytes(b"the user's file")
+    with pytest.raises(ExportError, match="already exists.*overwrite=True"):
+        E.export_model(pruned, "onnx", target, digits.example_input)
+    assert target.read_bytes() == b"the user's file"
+    E.export_model(pruned, "onnx", target, digits.example_input, overwrite=True)
+    assert target.read_bytes() != b"the user's file" and E.detect_format(target) == "onnx"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.onnx"]
+
+
+def test_failed_check_leaves_no_file(digits, pruned, tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "_compare", lambda reference, got, quantized: 1.0)  # as if outputs drifted by 1.0
+    with pytest.raises(ExportError, match="max_abs_diff=1"):
+        E.export_model(pruned, "torchscript", tmp_path / "m.pt", digits.example_input)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_requests_are_one_line_errors(digits, tmp_path):
+    with pytest.raises(ExportError, match="one of torchscript, onnx, pt2, autocompress"):
+        E.export_model(digits.model, "tflite", tmp_path / "m", digits.example_input)
+    with pytest.raises(ExportError, match="not JSON"):
+        E.export_model(digits.model, "torchscript", tmp_path / "m", digits.example_input, plan={"f": object()})
+    with pytest.raises(ExportError, match="no file at"):
+        E.load(tmp_path / "missing.pt")
+    assert list(tmp_path.iterdir()) == []
