@@ -48,7 +48,21 @@ def capture(model: nn.Module) -> dict[str, Any]:
                    for k, t in list(module._parameters.items()) + list(module._buffers.items()) if t is not None}
         modules[name] = {"class": f"{type(module).__module__}.{type(module).__qualname__}",
                          "attrs": _attrs(module), "tensors": tensors}
-    return {"version": ARCH_VERSION, "modules": modules}
+    record: dict[str, Any] = {"version": ARCH_VERSION, "modules": modules}
+    config = _hf_config(model)
+    if config is not None:
+        # Pruning patches the Hugging Face config (widths, heads); a rebuilt model must carry the same config, or
+        # save_pretrained would write the unpruned one.
+        record["hf_config"] = {k: getattr(config, k) for k in HF_CONFIG_FIELDS if hasattr(config, k)}
+    return record
+
+
+HF_CONFIG_FIELDS = ("hidden_size", "num_attention_heads", "intermediate_size")
+
+
+def _hf_config(model: nn.Module) -> Any:
+    config = getattr(model, "config", None)
+    return config if hasattr(config, "to_dict") and hasattr(config, "num_attention_heads") else None
 
 
 def rebuild(base_model: nn.Module, record: Mapping[str, Any]) -> nn.Module:
@@ -84,6 +98,10 @@ def rebuild(base_model: nn.Module, record: Mapping[str, Any]) -> nn.Module:
                     module._buffers[key] = torch.zeros(shape, dtype=torch_dtype)
             else:
                 raise ValueError(f"module {name!r} of the base model has no tensor {key!r}")
+    config = _hf_config(model)
+    for key, value in record.get("hf_config", {}).items():
+        if config is not None:
+            setattr(config, key, value)
     return model
 
 

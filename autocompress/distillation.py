@@ -146,7 +146,7 @@ class DistillationConfig(Config):
     - ``technique``: a :class:`DistillationTechnique` config (its own parameters live there).
     - ``stop``: ``"threshold"`` trains until the eval metric reaches ``target_metric`` (and returns that
       model); ``"epochs"`` trains ``max_epochs`` epochs. Both stop early after ``patience`` epochs without
-      improvement (``None`` disables it) and at ``max_epochs`` at the latest.
+      improvement (``None`` disables it) and at ``max_epochs`` at the latest (0: no training at all).
     - ``target_metric``: the absolute metric value to reach (required for ``threshold``; in ``epochs`` mode it
       is only reported, as ``DistillResult.target_epoch``).
     - ``optimizer``: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9); ``lr`` and ``weight_decay`` apply to it.
@@ -180,8 +180,11 @@ class DistillationConfig(Config):
         if self.stop == "threshold" and self.target_metric is None:
             raise ConfigError("stop='threshold' without target_metric", "the metric value to reach",
                               "set target_metric, e.g. the original metric minus the allowed drop")
-        if not (isinstance(self.max_epochs, int) and self.max_epochs >= 1):
-            raise ConfigError(f"max_epochs {self.max_epochs!r}", "an integer ≥ 1", "set max_epochs to e.g. 10")
+        # 0 epochs is a plan without retraining (a baseline the study may try); distill() then returns the
+        # student as it is, measured.
+        if not (isinstance(self.max_epochs, int) and not isinstance(self.max_epochs, bool) and self.max_epochs >= 0):
+            raise ConfigError(f"max_epochs {self.max_epochs!r}", "an integer ≥ 0 (0 = no retraining)",
+                              "set max_epochs to e.g. 10")
         if self.patience is not None and not (isinstance(self.patience, int) and self.patience >= 1):
             raise ConfigError(f"patience {self.patience!r}", "an integer ≥ 1, or None to disable early stopping",
                               "set patience to e.g. 3")
