@@ -1,0 +1,270 @@
+"""The one-shot pipeline: prune → distil (QAT inside the loop) → quantize → measure, under the threshold.
+
+:func:`run_plan` runs one plan once. :func:`run` runs a plan under the user's requirements: when the result
+loses more than ``max_drop`` points it backs off (a smaller pruning ratio, then a milder quantization mode);
+when it holds the threshold but misses the target it prunes harder, within a bounded number of attempts. It
+returns the best attempt that holds the threshold, or the original model when none does, and says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from .distillation import DistillationConfig, distill
+from .errors import AutocompressError
+from .plan import Plan
+from .profile import Profile, profile_model, profile_task
+from .pruning import prune
+from .quantization import convert, prepare_qat, quantization_config, quantize
+from .requirements import Requirements
+from .task import Task
+
+MAX_ATTEMPTS = 4
+MILDER_QUANTIZATION = {"qat": "dynamic", "static": "dynamic", "dynamic": "none", "none": None}
+REDUCTION_KEYS = ("size", "flops", "latency", "energy")
+
+
+def measurement_device(requirements: Requirements | None) -> str:
+    """Compressed and original models are measured on the deployment backend, like for like."""
+    return "cuda" if requirements is not None and requirements.backend == "gpu" else "cpu"
+
+
+def metric_drop(original: Profile, compressed: Profile) -> float:
+    """Points lost (1 point = 0.01 of a metric in [0, 1]); negative when the compressed model is better."""
+    a, b = original.metric["value"], compressed.metric["value"]
+    sign = 1.0 if original.metric.get("higher_is_better", True) else -1.0
+    return sign * (a - b) * 100.0
+
+
+def reductions(original: Profile, compressed: Profile) -> dict[str, float]:
+    """X-fold reductions (original / compressed) of size, MACs, batch-64 latency and batch-64 energy."""
+
+    def fold(a: float | None, b: float | None) -> float:
+        return float(a) / float(b) if a and b else float("nan")
+
+    return {
+        "size": fold(original.size_mb, compressed.size_mb),
+        "flops": fold(original.flops, compressed.flops),
+        "latency": fold(original.latency_ms["batch_64"], compressed.latency_ms["batch_64"]),
+        "energy": fold((original.energy_mj or {}).get("batch_64"), (compressed.energy_mj or {}).get("batch_64")),
+    }
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """A compressed model, the plan that made it, and how it measures against the original."""
+
+    model: nn.Module
+    plan: Plan
+    original: Profile
+    compressed: Profile
+    metric_drop: float
+    reduction: dict[str, float]
+    feasible: bool | None = None  # drop ≤ max_drop (None without requirements)
+    target_met: bool | None = None
+    seconds: float = 0.0
+    distillation: dict[str, Any] = field(default_factory=dict)
+    pruning: dict[str, Any] = field(default_factory=dict)
+    attempts: tuple[dict[str, Any], ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def report(self, reasons: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+        """The stable report: ``original``, ``compressed``, ``reduction``, ``metric_drop``, ``plan``, ``reasons``."""
+
+        def figures(p: Profile) -> dict[str, Any]:
+            return {"params": p.params, "flops": p.flops, "size_mb": p.size_mb, "latency_ms": dict(p.latency_ms),
+                    "energy_mj": dict(p.energy_mj), "metric": dict(p.metric)}
+
+        return {
+            "original": figures(self.original),
+            "compressed": figures(self.compressed),
+            "reduction": dict(self.reduction),
+            "metric_drop": self.metric_drop,
+            "feasible": self.feasible,
+            "target_met": self.target_met,
+            "plan": self.plan.to_dict(),
+            "plan_summary": self.plan.summary(),
+            "reasons": list(reasons),
+            "attempts": list(self.attempts),
+            "notes": list(self.notes),
+            "seconds": self.seconds,
+        }
+
+
+def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, requirements: Requirements | None = None,
+             device: str = "auto", teacher_outputs: Any = None,
+             epoch_callback: Callable[[int, float], Any] | None = None, progress: bool = True) -> PipelineResult:
+    """Run ``plan`` once on a copy of the task's model and measure the result against ``original``.
+
+    The user's model is never modified: pruning, training and quantization work on copies.
+    """
+    started = time.perf_counter()
+    measure_on = measurement_device(requirements)
+    if original is None:
+        original = profile_task(task, device=measure_on)
+    notes: list[str] = []
+
+    student: nn.Module
+    pruning_info: dict[str, Any] = {}
+    if plan.pruning.ratio > 0:
+        pruned = prune(task.model, task.example_input, plan.pruning, progress=progress)
+        student = pruned.model
+        pruning_info = {"params_before": pruned.params_before, "params_after": pruned.params_after,
+                        "flops_before": pruned.flops_before, "flops_after": pruned.flops_after,
+                        "notes": list(pruned.notes)}
+        notes.extend(pruned.notes)
+    else:
+        student = copy.deepcopy(task.model)
+
+    mode = plan.quantization_mode
+    if mode == "qat":
+        student = prepare_qat(student, plan.quantization, task.example_input)
+
+    distil_info: dict[str, Any] = {}
+    config: DistillationConfig = plan.distillation
+    if config.max_epochs > 0:
+        if config.stop == "threshold" and config.target_metric is None and requirements is not None:
+            target = original.metric["value"] - requirements.max_drop_fraction / 2
+            config = config.replace(target_metric=target)
+        result = distill(student, task, config, teacher=task.model, device=device, callback=epoch_callback,
+                         teacher_outputs=teacher_outputs, progress=progress)
+        student = result.model
+        distil_info = result.to_dict()
+
+    if mode == "qat":
+        student = convert(student)
+    elif mode in ("static", "dynamic"):
+        student = quantize(student.cpu(), plan.quantization, task.train_loader(shuffle=False),
+                           task.example_input, progress=progress).model
+
+    compressed = profile_model(student, task.example_input, task.eval_loader(), task.resolved_metric,
+                               device=measure_on, threads=original.threads, task_name=task.name)
+    drop = metric_drop(original, compressed)
+    reduction = reductions(original, compressed)
+    feasible = target_met = None
+    if requirements is not None:
+        feasible = drop <= requirements.max_drop + 1e-9
+        target_met = reduction[requirements.objective] >= requirements.target * (1 - 1e-9)
+    return PipelineResult(model=student, plan=plan, original=original, compressed=compressed, metric_drop=drop,
+                          reduction=reduction, feasible=feasible, target_met=target_met,
+                          seconds=time.perf_counter() - started, distillation=distil_info, pruning=pruning_info,
+                          notes=tuple(notes))
+
+
+def _attempt_record(result: PipelineResult, objective: str) -> dict[str, Any]:
+    return {"plan": result.plan.summary(), "ratio": result.plan.pruning.ratio,
+            "quantization": result.plan.quantization_mode, "metric_drop": round(result.metric_drop, 3),
+            "reduction": round(result.reduction[objective], 3), "feasible": result.feasible,
+            "target_met": result.target_met, "seconds": round(result.seconds, 2)}
+
+
+PRUNING_OBJECTIVE = {"size": "params", "flops": "flops", "latency": "flops", "energy": "flops"}
+SOLVER_TOLERANCE = 0.02
+
+
+def _pruning_fold(result: PipelineResult, objective: str) -> float:
+    """The reduction that pruning alone achieved, in the pruning objective (params or MACs)."""
+    info = result.pruning
+    if not info:
+        return 1.0
+    key = PRUNING_OBJECTIVE[objective]
+    return info[f"{key}_before"] / max(info[f"{key}_after"], 1)
+
+
+def _with_pruning_fold(task: Task, plan: Plan, objective: str, fold: float, progress: bool) -> Plan:
+    """``plan`` with the pruning ratio that the target solver finds for ``fold`` (aiming just above it)."""
+    from .pruning import solve_target
+
+    if fold <= 1.0 + 1e-6:
+        return plan.replace(pruning=plan.pruning.replace(ratio=0.0))
+    solved = solve_target(task.model, task.example_input, plan.pruning.technique, plan.pruning.strategy,
+                          objective=PRUNING_OBJECTIVE[objective], target=fold * (1 + SOLVER_TOLERANCE),
+                          tolerance=SOLVER_TOLERANCE, round_to=plan.pruning.round_to, progress=progress)
+    return plan.replace(pruning=plan.pruning.replace(ratio=round(solved.ratio, 4), strategy=solved.config.strategy))
+
+
+def run(task: Task, plan: Plan, requirements: Requirements, *, original: Profile | None = None,
+        device: str = "auto", max_attempts: int = MAX_ATTEMPTS, progress: bool = True,
+        log: Callable[[str], None] | None = None) -> PipelineResult:
+    """Run ``plan`` under ``requirements``, adjusting the pruning and quantization between attempts.
+
+    Each adjustment is made in pruning-fold space (params for size, MACs otherwise) and turned into a ratio
+    by the target solver. Over the threshold: go halfway (geometrically) back to the last fold that held it,
+    or to no pruning; once that step is small, switch to a milder quantization mode. Under the threshold but
+    short of the target: prune harder by the measured shortfall, never past a fold that broke the threshold.
+    Returns the attempt with the largest reduction that holds the threshold; if none does, the original
+    model, measured, with a note.
+    """
+    started = time.perf_counter()
+    original = original or profile_task(task, device=measurement_device(requirements))
+    objective = requirements.objective
+    attempts: list[dict[str, Any]] = []
+    best: PipelineResult | None = None
+    held_fold = 1.0  # largest pruning fold known to hold the threshold at the current quantization
+    broken_fold: float | None = None  # smallest pruning fold known to break it
+    current = plan
+    for attempt in range(max_attempts):
+        try:
+            result = run_plan(task, current, original, requirements=requirements, device=device, progress=progress)
+        except AutocompressError as exc:
+            attempts.append({"plan": current.summary(), "error": str(exc)})
+            if log:
+                log(f"attempt {attempt + 1}: {current.summary()} failed: {exc}")
+            break
+        attempts.append(_attempt_record(result, objective))
+        if log:
+            log(f"attempt {attempt + 1}: {current.summary()} → drop {result.metric_drop:.2f} points, "
+                f"{result.reduction[objective]:.2f}× {objective}")
+        if attempt == max_attempts - 1:
+            if result.feasible and (best is None or result.reduction[objective] > best.reduction[objective]):
+                best = result
+            break
+        fold = _pruning_fold(result, objective)
+        if result.feasible:
+            if best is None or result.reduction[objective] > best.reduction[objective]:
+                best = result
+            if result.target_met:
+                break
+            held_fold = max(held_fold, fold)
+            # The measured shortfall, plus a small margin so that the next attempt lands past the target.
+            proposed = fold * requirements.target / max(result.reduction[objective], 1e-9) * (1 + SOLVER_TOLERANCE)
+            if broken_fold is not None:
+                proposed = min(proposed, math.sqrt(fold * broken_fold))
+            if proposed / fold < 1.01:
+                break  # no room left between what holds and what breaks
+            current = _with_pruning_fold(task, current, objective, proposed, progress)
+        else:
+            broken_fold = fold if broken_fold is None else min(broken_fold, fold)
+            proposed = math.sqrt(held_fold * fold)
+            if fold / proposed >= 1.03:
+                current = _with_pruning_fold(task, current, objective, proposed, progress)
+                continue
+            milder = MILDER_QUANTIZATION.get(current.quantization_mode)
+            if milder is None:
+                break
+            current = current.replace(quantization=quantization_config(milder, backend=current.quantization.backend))
+            broken_fold = None  # a milder mode may hold the threshold where the harsher one broke
+    notes: list[str] = []
+    if best is None:
+        notes.append(f"no attempt held the {requirements.max_drop:g}-point threshold; returning the original model")
+        model = copy.deepcopy(task.model)
+        best = PipelineResult(model=model, plan=plan.replace(pruning=plan.pruning.replace(ratio=0.0),
+            quantization=quantization_config("none", backend=plan.quantization.backend),
+            distillation=plan.distillation.replace(max_epochs=0)), original=original, compressed=original,
+            metric_drop=0.0, reduction={k: 1.0 for k in REDUCTION_KEYS}, feasible=True,
+            target_met=requirements.target <= 1.0)
+    elif not best.target_met:
+        notes.append(f"the threshold held but the {requirements.target:g}× {objective} target was not reached: "
+                     f"best {best.reduction[objective]:.2f}× at {best.metric_drop:.2f} points")
+    return PipelineResult(model=best.model, plan=best.plan, original=original, compressed=best.compressed,
+                          metric_drop=best.metric_drop, reduction=best.reduction, feasible=best.feasible,
+                          target_met=best.target_met, seconds=time.perf_counter() - started,
+                          distillation=best.distillation, pruning=best.pruning, attempts=tuple(attempts),
+                          notes=tuple(list(best.notes) + notes))

@@ -1,0 +1,66 @@
+"""What the user wants: objective, allowed metric drop, target reduction, deployment backend and budget."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from .config import Config, register_config
+from .errors import ConfigError
+
+OBJECTIVES = ("size", "flops", "latency", "energy")
+BACKENDS = ("cpu", "gpu")
+BUDGETS = ("low", "high")
+
+
+def parse_target(value: str | float | int) -> float:
+    """An X-fold reduction from ``10``, ``"10"``, ``"10x"`` or a percentage reduction ``"90%"`` (= 10×)."""
+    text = str(value).strip().lower()
+    try:
+        if text.endswith("%"):
+            percent = float(text[:-1])
+            if not 0 <= percent < 100:
+                raise ValueError
+            fold = 100.0 / (100.0 - percent)
+        else:
+            fold = float(re.sub(r"\s*[x×]$", "", text))
+    except ValueError:
+        raise ConfigError(f"target {value!r}", "an X-fold reduction ≥ 1 such as 10, 10x, or a percentage "
+                          "reduction below 100% such as 90%", "pass e.g. --target 10") from None
+    if not math.isfinite(fold) or fold < 1:
+        raise ConfigError(f"target {value!r} ({fold:g}×)", "an X-fold reduction of at least 1×",
+                          "pass e.g. --target 2 for half the cost")
+    return fold
+
+
+@register_config("requirements")
+@dataclass(frozen=True)
+class Requirements(Config):
+    """The user's requirements. ``max_drop`` is in metric points (1.0 = one percentage point)."""
+
+    objective: str = "size"
+    max_drop: float = 1.0
+    target: float = 2.0
+    backend: str = "cpu"
+    budget: str = "high"
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective {self.objective!r}", f"one of {', '.join(OBJECTIVES)}",
+                              "pass e.g. --objective size")
+        if not isinstance(self.max_drop, (int, float)) or not (0 <= self.max_drop < 100):
+            raise ConfigError(f"max drop {self.max_drop!r}", "metric points in [0, 100), e.g. 1 for one point",
+                              "pass e.g. --max-drop 1")
+        object.__setattr__(self, "target", parse_target(self.target))
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend {self.backend!r}", f"one of {', '.join(BACKENDS)}",
+                              "pass --backend cpu or --backend gpu")
+        if self.budget not in BUDGETS:
+            raise ConfigError(f"budget {self.budget!r}", f"one of {', '.join(BUDGETS)}",
+                              "pass --budget low or --budget high")
+
+    @property
+    def max_drop_fraction(self) -> float:
+        """The allowed drop on the metric's own [0, 1] scale (built-in metrics are fractions)."""
+        return self.max_drop / 100.0

@@ -1,0 +1,295 @@
+"""The rule-based selector: from a Profile and Requirements to a seed plan, with a reason for each choice.
+
+The rules follow the thesis (section 4.2) as restated in the design notes, with its code's bugs fixed:
+
+- pruning strategy: for ``size``, greedily take the layer types holding the most parameters until the needed
+  removal fits under an 80% cap of what they hold; for ``flops``, ``latency`` and ``energy``, take the
+  compute-heavy types (conv for CNNs, attention and linear/MLP for transformers, linear for MLPs). Past the
+  80% cap, prune all layers (``global``).
+- pruning technique: group-norm for transformers, magnitude (L1) for a linear strategy, BN-scale for a conv
+  strategy on a model with BatchNorm, LAMP otherwise.
+- distillation: hard-target when compute is scarce or the metric is accuracy, soft-target for nuanced metrics
+  (F1, perplexity), combined otherwise.
+- quantization: none for a GPU backend, QAT on CPU with compute to retrain, else static when more than
+  2 points may be lost, else dynamic.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .profile import Profile
+from .requirements import Requirements
+
+CAP = 0.80  # above this share of the chosen layers' weights, recovery drops sharply (thesis 4.2.2)
+QUANT_DROP_RULE = 2.0  # points: above it static PTQ is allowed, else dynamic (thesis 4.2.4)
+
+# Estimated X-fold gains that quantization adds on top of pruning, per objective. Size: int8 weights are
+# 4× smaller than fp32 (dynamic mode quantizes only linear layers). MACs do not change. Latency and energy:
+# a conservative estimate; the pipeline measures the real figure and backs off when it is off.
+INT8_SIZE_GAIN = 4.0
+INT8_LATENCY_GAIN = {"static": 1.5, "qat": 1.5, "dynamic": 1.0, "none": 1.0}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One decision of the selector: what was chosen, and the rule with the numbers behind it."""
+
+    decision: str
+    choice: str
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.decision} = {self.choice}: {self.rule}"
+
+
+def layer_category(layer_type: str) -> str:
+    """``conv``, ``linear``, ``attention`` or ``other`` for a layer type name from a Profile."""
+    if layer_type.endswith(("SelfAttention", "Attention")) or layer_type == "MultiheadAttention":
+        return "attention"
+    if layer_type == "Conv1D":  # Hugging Face GPT-2's Conv1D is a linear layer with transposed weights
+        return "linear"
+    if "Conv" in layer_type:
+        return "conv"
+    if "Linear" in layer_type:
+        return "linear"
+    return "other"
+
+
+def category_shares(profile: Profile, of: str) -> dict[str, float]:
+    """The share of parameters (``of="params"``) or MACs (``of="flops"``) held by each layer category."""
+    total = getattr(profile, of) or 1
+    shares: dict[str, float] = {"conv": 0.0, "linear": 0.0, "attention": 0.0, "other": 0.0}
+    for layer in profile.layers:
+        shares[layer_category(layer.type)] += getattr(layer, of) / total
+    return shares
+
+
+def quantization_gain(profile: Profile, objective: str, mode: str) -> float:
+    """The estimated X-fold reduction that quantization ``mode`` adds for ``objective``."""
+    if mode == "none":
+        return 1.0
+    if objective == "size":
+        if mode == "dynamic":
+            linear = category_shares(profile, "params")["linear"]
+            return 1.0 / (1.0 - linear * (1.0 - 1.0 / INT8_SIZE_GAIN))
+        return INT8_SIZE_GAIN
+    if objective in ("latency", "energy"):
+        return INT8_LATENCY_GAIN.get(mode, 1.0)
+    return 1.0  # int8 does the same number of MACs
+
+
+def choose_quantization(profile: Profile, req: Requirements) -> tuple[str, Reason]:
+    if req.backend == "gpu":
+        return "none", Reason("quantization", "none", "the backend is gpu, and int8 kernels here run on CPU only")
+    if req.budget == "high":
+        return "qat", Reason("quantization", "qat",
+                             "CPU backend with compute to retrain: quantization-aware training keeps the most accuracy")
+    if req.max_drop > QUANT_DROP_RULE:
+        return "static", Reason("quantization", "static",
+                                f"low budget and {req.max_drop:g} points may be lost (> {QUANT_DROP_RULE:g}): "
+                                "static int8 quantizes weights and activations")
+    return "dynamic", Reason("quantization", "dynamic",
+                             f"low budget and only {req.max_drop:g} points may be lost (≤ {QUANT_DROP_RULE:g}): "
+                             "dynamic int8 keeps activations in float and loses least")
+
+
+def pruning_fold_needed(profile: Profile, req: Requirements, quant_mode: str) -> tuple[float, Reason]:
+    gain = quantization_gain(profile, req.objective, quant_mode)
+    fold = max(1.0, req.target / gain)
+    unit = {"size": "size", "flops": "MACs", "latency": "latency", "energy": "energy (estimate)"}[req.objective]
+    return fold, Reason("pruning.target", f"{fold:.2f}x",
+                        f"the {req.target:g}× {unit} target over an estimated {gain:.2f}× from {quant_mode} "
+                        f"quantization leaves {fold:.2f}× for pruning")
+
+
+def _compute_heavy(profile: Profile) -> list[str]:
+    if profile.arch_type == "transformer":
+        return ["attention", "linear"]
+    if profile.arch_type == "cnn":
+        return ["conv"]
+    return ["linear"]
+
+
+def _strategy_of(categories: list[str]) -> str:
+    if categories == ["conv"]:
+        return "conv"
+    if categories == ["linear"]:
+        return "linear"
+    if set(categories) <= {"attention", "linear"} and "attention" in categories:
+        return "attention"  # heads and MLP widths of the transformer blocks
+    return "global"
+
+
+def choose_strategy(profile: Profile, req: Requirements, pruning_fold: float) -> tuple[str, Reason]:
+    """Which layers to prune, from the parameter (size) or MAC (other objectives) distribution."""
+    needed = 1.0 - 1.0 / pruning_fold  # the fraction of the model's params or MACs that must go
+    if req.objective == "size":
+        shares = category_shares(profile, "params")
+        ranked = [c for c in sorted(("conv", "linear", "attention"), key=lambda c: -shares[c]) if shares[c] > 0]
+        chosen: list[str] = []
+        held = 0.0
+        for category in ranked:
+            chosen.append(category)
+            held += shares[category]
+            if needed <= CAP * held:
+                break
+        what, unit = "parameters", "size"
+    else:
+        shares = category_shares(profile, "flops")
+        chosen = [c for c in _compute_heavy(profile) if shares[c] > 0] or _compute_heavy(profile)
+        held = sum(shares[c] for c in chosen)
+        what, unit = "MACs", req.objective
+    names = " and ".join(chosen)
+    of_held = needed / held if held else float("inf")
+    if needed <= CAP * held:
+        strategy = _strategy_of(chosen)
+        return strategy, Reason("pruning.strategy", strategy,
+                                f"{names} layers hold {100 * held:.0f}% of {what}; the {pruning_fold:.2f}× "
+                                f"{unit} pruning target needs {100 * of_held:.0f}% of them, under the "
+                                f"{100 * CAP:.0f}% cap")
+    return "global", Reason("pruning.strategy", "global",
+                            f"{names} layers hold {100 * held:.0f}% of {what}; the {pruning_fold:.2f}× {unit} "
+                            f"pruning target would need {100 * of_held:.0f}% of them, over the {100 * CAP:.0f}% cap, "
+                            "so all layers are pruned")
+
+
+def choose_technique(profile: Profile, strategy: str) -> tuple[str, Reason]:
+    has_bn = any(layer.type.startswith("BatchNorm") for layer in profile.layers)
+    if profile.arch_type == "transformer":
+        return "group_norm", Reason("pruning.technique", "group_norm",
+                                    "transformer: group-norm scores coupled heads and MLP channels together")
+    if strategy == "linear":
+        return "magnitude", Reason("pruning.technique", "magnitude",
+                                   "the strategy targets linear layers: L1 magnitude ranks their neurons well")
+    if strategy == "conv" and has_bn:
+        return "bn_scale", Reason("pruning.technique", "bn_scale",
+                                  "the strategy targets conv layers followed by BatchNorm: BN scales rank channels")
+    why = "no BatchNorm to score conv channels" if strategy == "conv" else f"a {strategy} strategy"
+    return "lamp", Reason("pruning.technique", "lamp", f"LAMP is the general default ({why})")
+
+
+def choose_distillation(profile: Profile, req: Requirements) -> tuple[str, Reason]:
+    metric = (profile.metric or {}).get("name") or ""
+    if req.budget == "low":
+        return "hard", Reason("distillation", "hard", "low compute budget: hard-target training converges fastest")
+    if metric == "accuracy":
+        return "hard", Reason("distillation", "hard", "the metric is accuracy: hard targets favour confident top-1")
+    if metric in ("f1", "perplexity"):
+        return "soft", Reason("distillation", "soft",
+                              f"the metric is {metric}: soft targets carry the teacher's class probabilities")
+    return "combined", Reason("distillation", "combined",
+                              f"the metric {metric or '(custom)'} is neither accuracy nor a nuanced one: "
+                              "combine labels and the teacher's soft targets")
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+SOLVER_TOLERANCE = 0.02
+INT8_ROUND_TO = 16
+BUDGET_EPOCHS = {"low": 5, "high": 15}  # retraining epochs the budget buys (with patience-3 early stopping)
+PRUNING_OBJECTIVE = {"size": "params", "flops": "flops", "latency": "flops", "energy": "flops"}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The selector's answer: the plan, one reason per decision, and the requirements it answers."""
+
+    plan: Any
+    reasons: tuple[Reason, ...]
+    requirements: Requirements
+    pruning_target: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan.to_dict(), "reasons": [str(r) for r in self.reasons],
+                "requirements": self.requirements.to_dict(), "pruning_target": self.pruning_target}
+
+
+def _estimated_ratio(fold: float) -> float:
+    # Structured pruning shrinks both sides of a weight matrix: keeping (1-r) of the channels keeps ≈(1-r)².
+    return min(0.95, 1.0 - 1.0 / math.sqrt(fold))
+
+
+def select(profile: Profile, requirements: Requirements, model: nn.Module | None = None,
+           example_input: Any = None, progress: bool = False) -> Selection:
+    """Pick the seed plan for ``profile`` under ``requirements``.
+
+    With the model and an example input, the pruning ratio comes from the target solver (real counts of
+    pruned copies); without them, from an estimate, and the reason says so.
+    """
+    from .distillation import DistillationConfig, technique_from_name
+    from .plan import Plan
+    from .pruning import PruningConfig, solve_target
+    from .quantization import quantization_config
+
+    reasons: list[Reason] = []
+    quant_mode, reason = choose_quantization(profile, requirements)
+    reasons.append(reason)
+    fold, reason = pruning_fold_needed(profile, requirements, quant_mode)
+    reasons.append(reason)
+    strategy, reason = choose_strategy(profile, requirements, fold)
+    reasons.append(reason)
+    technique, reason = choose_technique(profile, strategy)
+    reasons.append(reason)
+
+    # fbgemm's int8 kernels are fastest on channel counts that are multiples of 16 (60 channels ran 26% slower
+    # than 64 with 11% fewer MACs; studies/results/quantization_compare.md), so int8 plans keep such widths.
+    round_to = INT8_ROUND_TO if quant_mode in ("static", "qat") else None
+    if round_to:
+        reasons.append(Reason("pruning.round_to", str(round_to), f"{quant_mode} int8 on x86 runs fastest on "
+                              f"channel counts that are multiples of {round_to}"))
+    objective = PRUNING_OBJECTIVE[requirements.objective]
+    unit = "parameters" if objective == "params" else "MACs"
+    if fold <= 1.0 + 1e-9:
+        ratio = 0.0
+        reasons.append(Reason("pruning.ratio", "0", "quantization alone is estimated to reach the target"))
+    elif model is not None and example_input is not None:
+        # Aim just above the target: the solver lands within its tolerance on either side of what it is given.
+        def solve(granularity: int | None) -> Any:
+            return solve_target(model, example_input, technique, strategy, objective=objective,
+                                target=fold * (1 + SOLVER_TOLERANCE), tolerance=SOLVER_TOLERANCE,
+                                round_to=granularity, progress=progress)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a miss is reported in the reasons, not as a warning
+            solved = solve(round_to)
+            if round_to and not solved.reached:
+                # Widths in steps of 16 can jump over the target on small layers; free widths land on it.
+                reasons.append(Reason("pruning.round_to", "none", f"widths in multiples of {round_to} cannot "
+                                      f"land within {100 * SOLVER_TOLERANCE:.0f}% of {fold:.2f}× {unit} here"))
+                round_to = None
+                solved = solve(None)
+        ratio = solved.ratio
+        if solved.config.strategy != strategy:
+            strategy = solved.config.strategy
+            reasons.append(Reason("pruning.strategy", strategy, "the target solver widened the strategy to reach "
+                                  f"{fold:.2f}× {unit}"))
+        verdict = "reached" if solved.reached else "could not reach"
+        notes = f" ({'; '.join(solved.notes)})" if solved.notes and not solved.reached else ""
+        reasons.append(Reason("pruning.ratio", f"{ratio:.3f}",
+                              f"the target solver {verdict} {fold:.2f}× {unit}: {solved.reduction(objective):.2f}× "
+                              f"measured on a pruned copy at ratio {ratio:.3f}{notes}"))
+    else:
+        ratio = _estimated_ratio(fold)
+        reasons.append(Reason("pruning.ratio", f"{ratio:.3f}",
+                              f"estimated: keeping (1−r) of the channels keeps about (1−r)² of {unit}; "
+                              "the target solver refines it when the model is at hand"))
+
+    distil_name, reason = choose_distillation(profile, requirements)
+    reasons.append(reason)
+    epochs = BUDGET_EPOCHS[requirements.budget]
+    reasons.append(Reason("distillation.epochs", str(epochs),
+                          f"a {requirements.budget} budget buys up to {epochs} epochs, with early stopping "
+                          "(patience 3) keeping the best model"))
+    backend = "gpu" if requirements.backend == "gpu" else "x86"
+    plan = Plan(
+        pruning=PruningConfig(technique=technique, strategy=strategy, ratio=round(ratio, 4), round_to=round_to),
+        distillation=DistillationConfig(technique=technique_from_name(distil_name), stop="epochs",
+                                        max_epochs=epochs, patience=3),
+        quantization=quantization_config(quant_mode, backend=backend),
+    )
+    return Selection(plan=plan, reasons=tuple(reasons), requirements=requirements, pruning_target=fold)
