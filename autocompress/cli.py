@@ -35,7 +35,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _add_task_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="digits", metavar="TASK",
-                        help="a built-in task name (digits), a path to a .py file that defines task(), "
+                        help="a built-in task name (digits, text), a path to a .py file that defines task(), "
                              "or package.module:function (default: digits)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where training and float measurement run: auto picks CUDA when present "
