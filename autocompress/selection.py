@@ -10,8 +10,8 @@ The rules follow the thesis (section 4.2) as restated in the design notes, with 
   strategy on a model with BatchNorm, LAMP otherwise.
 - distillation: hard-target when compute is scarce or the metric is accuracy, soft-target for nuanced metrics
   (F1, perplexity), combined otherwise.
-- quantization: none for a GPU backend, QAT on CPU with compute to retrain, else static when more than
-  2 points may be lost, else dynamic.
+- quantization: none for a GPU backend, dynamic for transformers (static/QAT cannot trace their attention),
+  QAT on CPU with compute to retrain, else static when more than 2 points may be lost, else dynamic.
 """
 
 from __future__ import annotations
@@ -87,6 +87,13 @@ def quantization_gain(profile: Profile, objective: str, mode: str) -> float:
 def choose_quantization(profile: Profile, req: Requirements) -> tuple[str, Reason]:
     if req.backend == "gpu":
         return "none", Reason("quantization", "none", "the backend is gpu, and int8 kernels here run on CPU only")
+    if profile.arch_type == "transformer":
+        # torch.ao's static and QAT paths cannot trace attention blocks that take dicts of tensors, and
+        # attention's matmuls stay float anyway; int8 Linear weights are the standard CPU path for transformers.
+        return "dynamic", Reason("quantization", "dynamic",
+                                 "transformer on CPU: dynamic int8 quantizes its linear layers, which hold "
+                                 f"{100 * category_shares(profile, 'params')['linear']:.0f}% of parameters; "
+                                 "static and QAT int8 cannot trace its attention")
     if req.budget == "high":
         return "qat", Reason("quantization", "qat",
                              "CPU backend with compute to retrain: quantization-aware training keeps the most accuracy")

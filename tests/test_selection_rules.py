@@ -45,6 +45,9 @@ def test_requirements_validate_each_field():
 def test_quantization_rules_cover_each_branch():
     assert choose_quantization(CNN, Requirements(backend="gpu"))[0] == "none"
     assert choose_quantization(CNN, Requirements(budget="high"))[0] == "qat"
+    mode, reason = choose_quantization(BERT, Requirements(budget="high"))
+    assert mode == "dynamic" and "linear layers, which hold 80% of parameters" in reason.rule
+    assert choose_quantization(BERT, Requirements(backend="gpu"))[0] == "none"
     mode, reason = choose_quantization(CNN, Requirements(budget="low", max_drop=3))
     assert mode == "static" and "3 points may be lost (> 2)" in reason.rule
     mode, reason = choose_quantization(CNN, Requirements(budget="low", max_drop=1))
