@@ -116,7 +116,261 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     _add_common(p)
     p.set_defaults(handler=_cmd_compress)
+
+    _add_study_commands(commands)
     return parser
+
+
+STUDY_ACTIONS = ("run", "show", "pareto")
+
+
+def _add_storage_options(parser: argparse.ArgumentParser, name_required: bool) -> None:
+    parser.add_argument("--name", required=name_required, default="autocompress", metavar="NAME",
+                        help="the study's name in the storage" + ("" if name_required else
+                                                                   " (default: autocompress)"))
+    parser.add_argument("--storage", default=None, metavar="URL",
+                        help="an Optuna storage URL: sqlite:///path.db, postgresql://user@host/db, or "
+                             "journal:///path/to/file.log (default: sqlite:///studies/autocompress.db)")
+    parser.add_argument("--artifacts", default=None, metavar="DIR",
+                        help="folder of the trials' models (default: <storage file>.artifacts/ beside a SQLite "
+                             "or journal file, else studies/artifacts/NAME/; recorded in the study)")
+
+
+def _add_study_commands(commands: Any) -> None:
+    study = commands.add_parser("study", help="search around the rule plan with Optuna; show a study or its front",
+                                description="`study [run]` runs or resumes a study (see `study run --help`); "
+                                            "`study show` prints its trials; `study pareto` its feasible front.")
+    actions = study.add_subparsers(dest="study_action", metavar="ACTION", parser_class=_Parser)
+
+    p = actions.add_parser("run", help="run or resume a study (the default action)",
+                           description="Seed an Optuna study with the rule plan (trial 0) and search around it: "
+                                       "maximise the metric, minimise the objective cost(s), with drop <= "
+                                       "--max-drop as a constraint. Re-running with the same --name and --storage "
+                                       "resumes it; --trials is the TOTAL number of finished trials wanted.")
+    _add_task_options(p)
+    _add_requirement_options(p)
+    p.add_argument("--objectives", default=None, metavar="A,B",
+                   help="several costs to minimise, e.g. size,latency (default: --objective alone)")
+    p.add_argument("--trials", type=int, default=12, metavar="N",
+                   help="total finished (complete or failed) trials wanted; a resumed study runs only the "
+                        "missing ones (default: 12)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S", help="stop starting trials after S seconds")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="the sampler's seed (default: 0)")
+    p.add_argument("--neighbours", type=int, default=2, metavar="K",
+                   help="also enqueue up to K neighbours of the rule plan (harder and milder pruning; default: 2)")
+    _add_storage_options(p, name_required=False)
+    _add_common(p)
+    p.set_defaults(handler=_cmd_study_run)
+
+    for action, text in (("show", "print every trial of a study"), ("pareto", "print a study's feasible Pareto front")):
+        p = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        _add_storage_options(p, name_required=True)
+        p.add_argument("--json", action="store_true", help="stable JSON on stdout")
+        _add_common(p)
+        p.set_defaults(handler=_cmd_study_show if action == "show" else _cmd_study_pareto)
+
+    p = commands.add_parser("export", help="export a study trial's model (from its stored artifact)",
+                            description="Export a trial's compressed model from the study's artifact store, "
+                                        "with the reload parity check of the chosen format. No task import is "
+                                        "needed.")
+    _add_storage_options(p, name_required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, default=None, metavar="N", help="the trial number")
+    which.add_argument("--best", action="store_true",
+                       help="the feasible Pareto trial with the largest reduction of --prefer")
+    p.add_argument("--prefer", choices=("size", "flops", "latency", "energy"), default=None,
+                   help="with --best: which reduction to maximise (default: the study's objective)")
+    p.add_argument("--format", choices=("torchscript", "onnx", "pt2", "autocompress"), default="autocompress")
+    p.add_argument("--out", required=True, metavar="PATH", help="the file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
+    p.add_argument("--json", action="store_true", help="print the export's figures as JSON")
+    _add_common(p)
+    p.set_defaults(handler=_cmd_export)
+
+
+def _study_argv(argv: list[str]) -> list[str]:
+    """``study --task ...`` means ``study run --task ...``."""
+    for i, token in enumerate(argv):
+        if token == "study":
+            rest = argv[i + 1:]
+            if not rest or rest[0] not in (*STUDY_ACTIONS, "-h", "--help"):
+                return [*argv[:i + 1], "run", *rest]
+            return argv
+        if not token.startswith("-"):
+            return argv
+    return argv
+
+
+def _cmd_study_run(args: argparse.Namespace) -> int:
+    import time
+
+    from .study import is_feasible, pareto, parse_objectives, resolve_storage, run_study
+
+    requirements = _requirements(args)
+    objectives = parse_objectives(args.objective, args.objectives)
+    if args.objectives and requirements.objective not in objectives:
+        requirements = requirements.replace(objective=objectives[0])
+    if requirements.backend == "gpu":
+        from .device import resolve_device
+
+        resolve_device("cuda")
+    _, url = resolve_storage(args.storage)
+    started = time.perf_counter()
+    header = f"{'trial':>5}  {'plan':<58} {'metric':>7} {'drop':>6}  " + "  ".join(
+        f"{o:>14}" for o in objectives) + f"  {'feasible':>8} {'time':>7}"
+    state = {"header": False}
+
+    def on_trial(study: Any, trial: Any) -> None:
+        if not state["header"]:
+            print(header, flush=True)
+            state["header"] = True
+        attrs = trial.user_attrs
+        summary = attrs.get("plan_summary", "")
+        secs = f"{attrs.get('seconds', 0.0):6.1f}s"
+        if trial.state.name != "COMPLETE":
+            print(f"{trial.number:>5}  {summary:<58} FAILED: {attrs.get('error', trial.state.name)}  {secs}",
+                  flush=True)
+            return
+        values = trial.values
+        reduction = attrs.get("reduction") or {}
+        costs = "  ".join(f"{v:>8.4g} {(reduction.get(o) or 0):>4.1f}x" for o, v in zip(objectives, values[1:]))
+        feasible = "yes" if is_feasible(trial) else "no"
+        if attrs.get("aborted"):
+            feasible = "aborted"
+        print(f"{trial.number:>5}  {summary:<58} {values[0]:>7.4f} {attrs.get('metric_drop', 0):>6.2f}  {costs}  "
+              f"{feasible:>8} {secs}", flush=True)
+
+    sys.stderr.write(f"study {args.name!r} in {url}: objectives metric + {', '.join(objectives)}, "
+                     f"drop <= {requirements.max_drop:g} points, {args.trials} trials in total\n")
+    study = run_study(args.task, requirements, objectives, args.trials, name=args.name, storage=args.storage,
+                      timeout=args.timeout, seed=args.seed, device=args.device, threads=args.threads,
+                      artifacts=args.artifacts, n_neighbours=args.neighbours, on_trial=on_trial,
+                      log=lambda m: sys.stderr.write(m + "\n"))
+    front = pareto(study, url)
+    print(f"\nPareto front (feasible trials only, {len(front['front'])} of "
+          f"{len(study.get_trials(deepcopy=False))}), {time.perf_counter() - started:.0f}s this run:")
+    _print_front(front)
+    storage_arg = f" --storage {args.storage}" if args.storage else ""
+    print(f"\nexport one:      autocompress export --name {args.name}{storage_arg} --best --format torchscript "
+          "--out model.ts")
+    print(f"open dashboard:  autocompress dashboard --storage {url}")
+    return 0
+
+
+def _print_front(data: dict[str, Any]) -> None:
+    costs = data["objectives"]["costs"]
+    if not data["front"]:
+        print("  no feasible trial yet")
+        return
+    for r in sorted(data["front"], key=lambda r: r["number"]):
+        red = ", ".join(f"{(r['reduction'] or {}).get(o) or 0:.1f}x {o}" for o in costs)
+        print(f"  trial {r['number']:>3}: {data['objectives']['metric'] or 'metric'} {r['values'][0]:.4f} "
+              f"(drop {r['metric_drop']:.2f}), {red}  | {r['plan_summary']}")
+
+
+def _cmd_study_show(args: argparse.Namespace) -> int:
+    from .study import dumps, load_study, resolve_storage, show
+
+    _, url = resolve_storage(args.storage)
+    data = show(load_study(args.name, args.storage), url)
+    if args.json:
+        print(dumps(data))
+        return 0
+    print(f"study {data['name']} ({data['task']}): metric + {', '.join(data['objectives']['costs'])}, "
+          f"drop <= {data['requirements']['max_drop']:g}; original {data['original']['metric'].get('name')} "
+          f"{data['original']['metric'].get('value'):.4f}, {data['original']['size_mb']:.4f} MB")
+    for r in data["trials"]:
+        if r["state"] != "COMPLETE":
+            print(f"  {r['number']:>3} {r['state']:<8} {r['plan_summary'] or ''}  {r['error'] or ''}")
+            continue
+        red = ", ".join(f"{(r['reduction'] or {}).get(o) or 0:.1f}x {o}" for o in data["objectives"]["costs"])
+        print(f"  {r['number']:>3} {'feasible' if r['feasible'] else 'over':<8} {r['values'][0]:.4f} "
+              f"(drop {r['metric_drop']:.2f}), {red}  | {r['plan_summary']}" + (f"  [{r['aborted']}]"
+                                                                               if r["aborted"] else ""))
+    return 0
+
+
+def _cmd_study_pareto(args: argparse.Namespace) -> int:
+    from .study import dumps, load_study, pareto, resolve_storage
+
+    _, url = resolve_storage(args.storage)
+    data = pareto(load_study(args.name, args.storage), url)
+    if args.json:
+        print(dumps(data))
+    else:
+        print(f"Pareto front of {data['name']} (feasible trials only):")
+        _print_front(data)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from . import _arch
+    from .errors import ExportError
+    from .export import export_model, load, read_manifest
+    from .study import dumps, download_trial_model, load_study, pick_trial
+
+    import warnings
+
+    warnings.filterwarnings("ignore")  # tracing warns a lot; the reload check says whether the export is good
+    study = load_study(args.name, args.storage)
+    trial = pick_trial(study, number=args.trial, best=args.best, prefer=args.prefer)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ExportError(f"{out} already exists", "a path that holds no file", "choose another --out, or pass "
+                          "--overwrite")
+    with tempfile.TemporaryDirectory() as folder:
+        archive = download_trial_model(study, trial, folder, args.artifacts)
+        manifest = read_manifest(archive)
+        model = load(archive)  # the embedded TorchScript program: no task import needed
+        example = _arch.input_from_spec(manifest["input_spec"])
+        if args.format == "autocompress":
+            # The archive itself (it holds the weights to rebuild the real module); checked by reloading it.
+            import torch
+
+            program = load(archive)
+
+            with torch.inference_mode():
+                same = torch.equal(model(example), program(example))
+            if not same:
+                raise ExportError(f"the archive of trial {trial.number} does not reload identically",
+                                  "a stable archive", "re-run the trial")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(archive, out)
+            figures = {"path": str(out), "format": "autocompress", "check": "reload", "value": 0.0}
+        else:
+            batch = _batch_of(example, 64)
+            result = export_model(model, args.format, out, example, check_inputs=batch, plan=manifest.get("plan"),
+                                  overwrite=args.overwrite)
+            figures = {"path": str(result.path), "format": result.format, "check": result.check_metric,
+                       "value": result.check_value}
+    figures.update(trial=trial.number, plan_summary=trial.user_attrs.get("plan_summary"),
+                   metric_drop=trial.user_attrs.get("metric_drop"), reduction=trial.user_attrs.get("reduction"),
+                   metrics=trial.user_attrs.get("metrics"))
+    if args.json:
+        print(dumps(figures))
+    else:
+        print(f"wrote {figures['path']} ({figures['format']}) from trial {trial.number}: "
+              f"{figures['plan_summary']}; reload check {figures['check']} = {figures['value']:.4g}")
+    return 0
+
+
+def _batch_of(example: Any, rows: int) -> Any:
+    """``rows`` inputs shaped like ``example`` (random floats, or the example's integer tensors repeated)."""
+    import torch
+
+    def grow(t: Any) -> Any:
+        reps = [max(1, rows // max(t.shape[0], 1))] + [1] * (t.dim() - 1)
+        if t.dtype.is_floating_point:
+            return torch.rand(t.shape[0] * reps[0], *t.shape[1:], generator=torch.Generator().manual_seed(0))
+        return t.repeat(*reps)
+
+    if isinstance(example, dict):
+        return {k: grow(v) for k, v in example.items()}
+    return grow(example)
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -195,6 +449,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     out = _prepare_out(args.out, args.overwrite)
     task, profile, requirements, selection = _selection(args)
+    _check_formats(args.format, selection.plan.quantization_mode)
     err.print(f"plan: {selection.plan.summary()}")
     result = pipeline.run(task, selection.plan, requirements, original=profile, device=args.device,
                           max_attempts=args.attempts, log=err.print)
@@ -202,16 +457,20 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     report = result.report([str(r) for r in selection.reasons])
     report["requirements"] = requirements.to_dict()
     report["task"] = task.name
-    exports = {}
+    title = f"{task.name}: {requirements.objective} {requirements.target:g}× within {requirements.max_drop:g} points"
+    exports: dict[str, Any] = {}
+    report["exports"] = exports
+    # The archive and the report first: a format that fails afterwards must not cost the run's result.
     for fmt in ["autocompress", *args.format]:
+        if fmt != "autocompress":
+            write_report(out, report, title)
+            _check_formats([fmt], result.plan.quantization_mode)
         suffix = {"autocompress": "acz", "torchscript": "ts", "onnx": "onnx", "pt2": "pt2"}[fmt]
         exported = export_model(result.model, fmt, out / f"model.{suffix}", task.example_input,
                                 check_inputs=task.eval_loader(), plan=result.plan.to_dict(),
                                 base_model=task.model, overwrite=args.overwrite)
         exports[fmt] = {"path": str(exported.path), "check": exported.check_metric, "value": exported.check_value}
-    report["exports"] = exports
-    write_report(out, report, f"{task.name}: {requirements.objective} {requirements.target:g}× "
-                              f"within {requirements.max_drop:g} points")
+    write_report(out, report, title)
     if args.json:
         print(json.dumps(report, indent=2, default=float))
     else:
@@ -223,6 +482,18 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     err.print(f"target not reached: {result.reduction[requirements.objective]:.2f}× {requirements.objective} "
               f"(wanted {requirements.target:g}×) within {requirements.max_drop:g} points; the best result is in {out}")
     return EXIT_TARGET_MISSED
+
+
+def _check_formats(formats: list[str], mode: str) -> None:
+    from .errors import ConfigError
+    from .export import formats_for_mode
+
+    able = formats_for_mode(mode)
+    for fmt in formats:
+        if fmt not in able:
+            raise ConfigError(f"--format {fmt} for a model quantized with {mode!r}",
+                              f"a format that can hold it: {', '.join(able)}",
+                              f"drop --format {fmt}; the autocompress archive is always written")
 
 
 def _print_compress_summary(report: dict[str, Any], out: Any) -> None:
@@ -263,7 +534,7 @@ def _print_profile(profile: Any) -> None:
 # ------------------------------------------------------------------------------------------------ entry point
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_study_argv(list(sys.argv[1:] if argv is None else argv)))
     debug = bool(getattr(args, "debug", False))
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:

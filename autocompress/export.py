@@ -465,6 +465,11 @@ _RULES: dict[str, tuple[str, ...]] = {
 }
 
 
+def formats_for_mode(mode: str) -> tuple[str, ...]:
+    """The formats that can hold a model quantized with ``mode`` (``none`` = float), from the support matrix."""
+    return _RULES["float" if mode == "none" else mode]
+
+
 def supported_formats(model: nn.Module, example_input: ModelInput | None = None) -> list[str]:
     """The formats that can hold ``model``.
 

@@ -134,3 +134,12 @@ def test_gpu_backend_without_gpu_fails_before_any_work(tmp_path):
     result = run_cli("compress", "--task", "digits", "--backend", "gpu", "--out", str(out))
     assert result.returncode == 2 and "no CUDA GPU is available" in result.stderr
     assert not out.exists()
+
+
+def test_a_format_that_cannot_hold_the_plans_model_is_refused_before_the_run(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("compress", "--task", "digits", "--target", "4", "--format", "pt2", "--out", str(out))
+    assert result.returncode == 2
+    assert "--format pt2 for a model quantized with 'qat'" in result.stderr
+    assert "torchscript, onnx, autocompress" in result.stderr and "attempt" not in result.stderr
+    assert not out.exists()

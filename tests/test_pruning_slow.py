@@ -42,7 +42,8 @@ def _bert():
 
 MODELS = {
     "resnet50": _torchvision("resnet50", 64),
-    "vgg16": _torchvision("vgg16", 64),
+    # 224: its adaptive pool to 7×7 must divide the feature map for the (TorchScript-based) ONNX exporter
+    "vgg16": _torchvision("vgg16", 224),
     "efficientnet_b4": _torchvision("efficientnet_b4", 64),
     "mobilenet_v3_large": _torchvision("mobilenet_v3_large", 64),
     "vit_b_16": _torchvision("vit_b_16", 224),  # its position embedding fixes the resolution
