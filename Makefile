@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# A short real study on digits into studies/ (resumes, and then runs nothing new, when run again).
 demo: $(STAMP)
-	$(BIN)/autocompress profile --task digits
+	$(BIN)/autocompress study --task digits --objective size --max-drop 1 --target 30 --trials 6 --name demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -204,7 +204,7 @@ def _study_argv(argv: list[str]) -> list[str]:
 def _cmd_study_run(args: argparse.Namespace) -> int:
     import time
 
-    from .study import is_feasible, pareto, parse_objectives, resolve_storage, run_study
+    from .study import finished_trials, is_feasible, pareto, parse_objectives, resolve_storage, run_study
 
     requirements = _requirements(args)
     objectives = parse_objectives(args.objective, args.objectives)
@@ -247,8 +247,9 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
                       artifacts=args.artifacts, n_neighbours=args.neighbours, on_trial=on_trial,
                       log=lambda m: sys.stderr.write(m + "\n"))
     front = pareto(study, url)
-    print(f"\nPareto front (feasible trials only, {len(front['front'])} of "
-          f"{len(study.get_trials(deepcopy=False))}), {time.perf_counter() - started:.0f}s this run:")
+    finished = len(finished_trials(study))
+    print(f"\nPareto front (feasible trials only, {len(front['front'])} of {finished} finished), "
+          f"{time.perf_counter() - started:.0f}s this run:")
     _print_front(front)
     storage_arg = f" --storage {args.storage}" if args.storage else ""
     print(f"\nexport one:      autocompress export --name {args.name}{storage_arg} --best --format torchscript "

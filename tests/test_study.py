@@ -1,0 +1,244 @@
+"""The Optuna study: search space ↔ plan, seeding, constraint, artifacts, resume, failures, early abort, export.
+
+Studies are tiny (digits, low budget = 5 epochs, 2-4 trials) and shared between tests through module fixtures.
+"""
+
+import json
+import math
+
+import optuna
+import pytest
+import torch
+
+from autocompress import study as st
+from autocompress.plan import Plan
+
+from .conftest import run_cli
+
+REQ = ["--task", "digits", "--objective", "size", "--max-drop", "1", "--target", "30", "--budget", "low"]
+
+
+def _show(storage: str, name: str, cwd) -> dict:
+    result = run_cli("study", "show", "--name", name, "--storage", storage, "--json", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+# ------------------------------------------------------------------------------------------ fast unit tests
+def _space(**kw):
+    base = dict(techniques=("random", "magnitude", "bn_scale", "group_norm", "lamp"),
+                strategies=("linear", "conv", "global"), quantization=("none", "dynamic", "static", "qat"),
+                max_epochs=5, backend="x86")
+    base.update(kw)
+    return st.SearchSpace(**base)
+
+
+@pytest.mark.parametrize("quant,distil,extra", [
+    ("qat", "hard", {"pruning.round_to": 16}),
+    ("static", "combined", {"pruning.round_to": 0, "distillation.temperature": 3.0, "distillation.alpha": 0.3}),
+    ("dynamic", "soft", {"distillation.temperature": 6.5}),
+    ("none", "finetune", {}),
+])
+def test_params_map_one_to_one_onto_plans(quant, distil, extra):
+    params = {"quantization.mode": quant, "pruning.ratio": 0.4321, "pruning.technique": "lamp",
+              "pruning.strategy": "conv", "pruning.steps": 2, "distillation.technique": distil,
+              "distillation.lr": 0.0007, **extra}
+    plan = st.plan_from_trial(optuna.trial.FixedTrial(params), _space())
+    assert st.trial_params_from_plan(plan, _space()) == params  # conditional params only where they apply
+    assert Plan.load(plan.to_dict()) == plan
+    assert plan.quantization_mode == quant and plan.distillation.technique.name == distil
+    assert plan.distillation.max_epochs == 5
+
+
+def test_search_space_follows_model_and_backend():
+    from autocompress.profile import LayerStats, Profile
+    from autocompress.requirements import Requirements
+
+    def profile(arch, types):
+        return Profile(arch_type=arch, layers=tuple(LayerStats(type=t, count=1, params=10, flops=10) for t in types),
+                       params=10 * len(types), flops=10, size_mb=1.0, latency_ms={"batch_1": 1, "batch_64": 2},
+                       metric={"name": "accuracy", "value": 0.9}, device="cpu", threads=1)
+
+    cnn = st.SearchSpace.for_model(profile("cnn", ["Conv2d", "BatchNorm2d", "Linear"]), Requirements(budget="low"))
+    assert "bn_scale" in cnn.techniques and set(cnn.strategies) == {"conv", "linear", "global"}
+    assert cnn.quantization == ("none", "dynamic", "static", "qat") and cnn.max_epochs == 5
+    mlp = st.SearchSpace.for_model(profile("mlp", ["Linear"]), Requirements(backend="gpu"))
+    assert "bn_scale" not in mlp.techniques and set(mlp.strategies) == {"linear", "global"}
+    assert mlp.quantization == ("none",) and mlp.backend == "gpu" and mlp.max_epochs == 15
+    bert = st.SearchSpace.for_model(profile("transformer", ["BertSelfAttention", "Linear"]), Requirements())
+    assert bert.quantization == ("none", "dynamic") and "attention" in bert.strategies
+    with pytest.raises(st.StudyError, match="outside the study's search space"):
+        plan = st.plan_from_trial(optuna.trial.FixedTrial({
+            "quantization.mode": "none", "pruning.ratio": 0.5, "pruning.technique": "bn_scale",
+            "pruning.strategy": "linear", "pruning.steps": 1, "distillation.technique": "hard",
+            "distillation.lr": 1e-3}), _space())
+        st.trial_params_from_plan(plan, mlp)
+
+
+def test_early_abort_rule():
+    flat = st.EarlyAbort(target=0.98, higher_is_better=True, max_epochs=10)
+    assert [flat(e, v) for e, v in enumerate([0.30, 0.31, 0.31], 1)][:2] == [None, None]
+    assert "no improvement" not in (flat.reason or "") and "cannot reach" in flat.reason
+    stuck = st.EarlyAbort(target=0.98, higher_is_better=True, max_epochs=10)
+    for e, v in enumerate([0.5, 0.4, 0.45], 1):
+        verdict = stuck(e, v)
+    assert verdict and "no improvement for 2 epochs" in verdict
+    fast = st.EarlyAbort(target=0.98, higher_is_better=True, max_epochs=10)
+    assert all(fast(e, v) is None for e, v in enumerate([0.5, 0.7, 0.9, 0.97], 1))  # on course: keep going
+    close = st.EarlyAbort(target=0.98, higher_is_better=True, max_epochs=10)
+    assert all(close(e, v) is None for e, v in enumerate([0.99, 0.99, 0.99], 1))  # reached: never abort
+
+
+def test_malformed_storage_is_one_line_error(tmp_path):
+    for url in ("not-a-url", "foo://nowhere", "journal://"):
+        result = run_cli("study", *REQ, "--trials", "1", "--storage", url, cwd=tmp_path)
+        assert result.returncode == 2, (url, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "storage" in lines[0], result.stderr
+    result = run_cli("study", "show", "--name", "nope", "--storage", f"sqlite:///{tmp_path}/x.db", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: no study named 'nope'"), result.stderr
+
+
+def test_pareto_front_is_feasible_and_non_dominated():
+    recs = [{"number": i, "state": "COMPLETE", "feasible": f, "values": v} for i, (f, v) in enumerate([
+        (True, [0.99, 0.05]), (True, [0.98, 0.02]), (True, [0.97, 0.03]), (False, [0.99, 0.01]),
+        (True, [0.99, 0.06])])]
+    front = st.pareto_front(recs, ["maximize", "minimize"])
+    assert [r["number"] for r in front] == [0, 1]
+
+
+# ------------------------------------------------------------------------------------------ a real sqlite study
+@pytest.fixture(scope="module")
+def sqlite_study(tmp_path_factory):
+    """2 trials, then the same command with --trials 4 (the total): 4 trials."""
+    folder = tmp_path_factory.mktemp("study")
+    storage = f"sqlite:///{folder}/s.db"
+    args = ["study", *REQ, "--name", "s", "--storage", storage, "--neighbours", "1"]
+    first = run_cli(*args, "--trials", "2", cwd=folder)
+    assert first.returncode == 0, first.stderr
+    before = _show(storage, "s", folder)
+    second = run_cli(*args, "--trials", "4", cwd=folder)
+    assert second.returncode == 0, second.stderr
+    return {"folder": folder, "storage": storage, "before": before, "after": _show(storage, "s", folder),
+            "stdout": first.stdout + second.stdout}
+
+
+def test_trial0_is_the_selector_plan(sqlite_study):
+    data = sqlite_study["after"]
+    trial0 = data["trials"][0]
+    assert trial0["seeded"] is True
+    plan = run_cli("plan", *REQ, "--json", cwd=sqlite_study["folder"])
+    assert plan.returncode == 0, plan.stderr
+    selector = Plan.load(json.loads(plan.stdout)["plan"])
+    space = st.SearchSpace.from_dict(optuna.load_study(study_name="s", storage=sqlite_study["storage"])
+                                     .user_attrs[st.ATTR]["space"])
+    assert st.plan_from_trial(optuna.trial.FixedTrial(trial0["params"]), space) == selector
+    assert Plan.load(trial0["plan"]) == selector
+    assert trial0["params"] == st.trial_params_from_plan(selector)
+
+
+def test_resume_counts_the_total_and_keeps_earlier_trials(sqlite_study):
+    before, after = sqlite_study["before"], sqlite_study["after"]
+    assert len(before["trials"]) == 2 and len(after["trials"]) == 4
+    assert [t["number"] for t in after["trials"]] == [0, 1, 2, 3]
+    for old, new in zip(before["trials"], after["trials"][:2]):
+        assert {k: old[k] for k in ("params", "values", "state", "metric_drop", "artifact_id")} == \
+               {k: new[k] for k in ("params", "values", "state", "metric_drop", "artifact_id")}
+    assert before["original"] == after["original"]  # measured once, reused on resume
+    # the same command once more runs nothing
+    again = run_cli("study", *REQ, "--name", "s", "--storage", sqlite_study["storage"], "--trials", "4",
+                    cwd=sqlite_study["folder"])
+    assert again.returncode == 0 and "nothing to run" in again.stderr, again.stderr
+    assert len(_show(sqlite_study["storage"], "s", sqlite_study["folder"])["trials"]) == 4
+
+
+def test_show_json_and_artifacts(sqlite_study):
+    data = sqlite_study["after"]
+    assert data["objectives"]["costs"] == ["size"] and data["objectives"]["directions"] == ["maximize", "minimize"]
+    assert data["original"]["metric"]["value"] > 0.95 and data["original"]["size_mb"] > 0
+    completed = [t for t in data["trials"] if t["state"] == "COMPLETE"]
+    assert completed
+    store = optuna.artifacts.FileSystemArtifactStore(data["artifacts"])
+    assert data["artifacts"].endswith("s.db.artifacts")
+    for t in completed:
+        assert {"number", "state", "params", "values", "feasible", "metric_drop", "reduction", "plan"} <= set(t)
+        assert t["feasible"] == (t["metric_drop"] <= 1.0)
+        assert math.isclose(t["values"][1], t["metrics"]["size_mb"])
+        assert math.isclose(t["values"][0], t["metrics"]["metric"]["value"])
+        with store.open_reader(t["artifact_id"]) as fh:
+            assert fh.read(2) == b"PK"  # the .acz zip archive
+    assert "Pareto front" in sqlite_study["stdout"] and "autocompress dashboard --storage" in sqlite_study["stdout"]
+
+
+def test_pareto_json_matches_recomputation(sqlite_study):
+    result = run_cli("study", "pareto", "--name", "s", "--storage", sqlite_study["storage"], "--json",
+                     cwd=sqlite_study["folder"])
+    assert result.returncode == 0, result.stderr
+    front = {t["number"] for t in json.loads(result.stdout)["front"]}
+    trials = [t for t in sqlite_study["after"]["trials"] if t["state"] == "COMPLETE" and t["metric_drop"] <= 1.0]
+    expected = {a["number"] for a in trials if not any(
+        b["values"][0] >= a["values"][0] and b["values"][1] <= a["values"][1] and b["values"] != a["values"]
+        for b in trials)}
+    assert front == expected and front  # digits at 30x/1 point: the seed or a neighbour holds the threshold
+    optuna_front = {t.number for t in optuna.load_study(study_name="s", storage=sqlite_study["storage"]).best_trials}
+    assert front == optuna_front
+
+
+def test_export_best_reloads_and_matches_the_trial(sqlite_study, tmp_path):
+    import autocompress
+    from autocompress.task import load_task
+
+    result = run_cli("export", "--name", "s", "--storage", sqlite_study["storage"], "--best", "--format",
+                     "torchscript", "--out", str(tmp_path / "best.ts"), "--json", cwd=sqlite_study["folder"])
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["check"] == "max_abs_diff" or info["value"] >= 0.99
+    model = autocompress.load(tmp_path / "best.ts")
+    task = load_task("digits")
+    correct = total = 0
+    with torch.inference_mode():
+        for x, y in task.eval_loader():
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    assert abs(100 * correct / total - 100 * info["metrics"]["metric"]["value"]) <= 0.2
+    front = json.loads(run_cli("study", "pareto", "--name", "s", "--storage", sqlite_study["storage"], "--json",
+                               cwd=sqlite_study["folder"]).stdout)["front"]
+    assert info["trial"] == max(front, key=lambda r: r["reduction"]["size"])["number"]
+    missing = run_cli("export", "--name", "s", "--storage", sqlite_study["storage"], "--trial", "99", "--out",
+                      str(tmp_path / "x.acz"), cwd=sqlite_study["folder"])
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no trial 99" in missing.stderr
+
+
+# ------------------------------------------------------------------------------------------ journal, failure, abort
+ABSURD = {"quantization.mode": "none", "pruning.ratio": 0.95, "pruning.technique": "lamp", "pruning.strategy": "global",
+          "pruning.steps": 1, "distillation.technique": "finetune", "distillation.lr": 1e-4}
+# BN-scale scores conv channels by their BatchNorm; digits' linear layers have none, so pruning raises.
+RAISING = {**ABSURD, "pruning.ratio": 0.5, "pruning.technique": "bn_scale", "pruning.strategy": "linear"}
+
+
+def test_journal_study_failure_and_early_abort(tmp_path, monkeypatch):
+    from autocompress.requirements import Requirements
+
+    monkeypatch.chdir(tmp_path)
+    storage = f"journal:///{tmp_path}/j.log"
+    requirements = Requirements(objective="size", max_drop=1, target=30, budget="low")
+    lines = []
+    study = st.run_study("digits", requirements, ["size"], 3, name="j", storage=storage, n_neighbours=0,
+                         enqueue=[RAISING, ABSURD], on_trial=lambda s, t: lines.append(t.number))
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2] and lines == [0, 1, 2]
+    seed, failed, absurd = trials
+    assert failed.state.name == "FAIL" and "removed no parameters" in failed.user_attrs["error"]
+    assert absurd.state.name == "COMPLETE", absurd.user_attrs.get("error")
+    assert st.is_feasible(absurd) is False  # infeasible, not an error
+    assert "early abort" in absurd.user_attrs["aborted"]
+    distilled = absurd.user_attrs["distillation"]
+    # stopped before the budget's 5 epochs: less training than a full trial (wall times are too noisy on a
+    # shared 2-core machine to compare directly)
+    assert distilled["stopped_because"] == "callback" and distilled["epochs_run"] < 5
+    assert seed.state.name == "COMPLETE" and seed.user_attrs["distillation"]["epochs_run"] >= distilled["epochs_run"]
+    # the journal file is the storage: a fresh process sees the same study
+    data = _show(storage, "j", tmp_path)
+    assert [t["state"] for t in data["trials"]] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert data["trials"][1]["error"] and data["trials"][2]["aborted"]
+    assert (tmp_path / "j.log.artifacts").is_dir()
