@@ -254,7 +254,7 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
     storage_arg = f" --storage {args.storage}" if args.storage else ""
     print(f"\nexport one:      autocompress export --name {args.name}{storage_arg} --best --format torchscript "
           "--out model.ts")
-    print(f"open dashboard:  autocompress dashboard --storage {url}")
+    print(f"every trial:     autocompress study show --name {args.name}{storage_arg}")
     return 0
 
 

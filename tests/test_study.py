@@ -167,7 +167,7 @@ def test_show_json_and_artifacts(sqlite_study):
         assert math.isclose(t["values"][0], t["metrics"]["metric"]["value"])
         with store.open_reader(t["artifact_id"]) as fh:
             assert fh.read(2) == b"PK"  # the .acz zip archive
-    assert "Pareto front" in sqlite_study["stdout"] and "autocompress dashboard --storage" in sqlite_study["stdout"]
+    assert "Pareto front" in sqlite_study["stdout"] and "autocompress study show --name" in sqlite_study["stdout"]
 
 
 def test_pareto_json_matches_recomputation(sqlite_study):
