@@ -24,6 +24,7 @@ from .profile import Profile, profile_model, profile_task
 from .pruning import prune
 from .quantization import convert, prepare_qat, quantization_config, quantize
 from .requirements import Requirements
+from .selection import PRUNING_OBJECTIVE, SOLVER_TOLERANCE
 from .task import Task
 
 MAX_ATTEMPTS = 4
@@ -165,8 +166,6 @@ def _attempt_record(result: PipelineResult, objective: str) -> dict[str, Any]:
             "target_met": result.target_met, "seconds": round(result.seconds, 2)}
 
 
-PRUNING_OBJECTIVE = {"size": "params", "flops": "flops", "latency": "flops", "energy": "flops"}
-SOLVER_TOLERANCE = 0.02
 
 
 def _pruning_fold(result: PipelineResult, objective: str) -> float:

@@ -79,3 +79,17 @@ def test_cuda_request_without_gpu_is_a_clear_error():
     result = run_cli("profile", "--task", "digits", "--device", "cuda")
     assert result.returncode == 2
     assert "no CUDA GPU is available" in result.stderr and "--device cpu" in result.stderr
+
+
+def test_a_closed_pipe_is_not_an_error():
+    """`autocompress ... --json | head`: the reader leaves before the output is written."""
+    import os
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "autocompress", "profile", "--task", "digits", "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    process.stdout.close()  # no reader any more: the JSON written seconds later meets a broken pipe
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0
+    assert b"error" not in stderr and b"Traceback" not in stderr

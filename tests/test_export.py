@@ -16,6 +16,8 @@ from autocompress._tensors import call_model, logits_of
 from autocompress.errors import ExportError
 from autocompress.profile import is_quantized
 
+from .conftest import tiny_bert
+
 PLAN = {"pruning": {"kind": "pruning.magnitude", "ratio": 0.5}, "quantization": "static"}
 
 
@@ -52,12 +54,7 @@ def pruned_int8(digits, pruned):
 
 @pytest.fixture(scope="module")
 def bert():
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=16, num_labels=3)
-    model = BertForSequenceClassification(config).eval()
+    model = tiny_bert()
     ids = torch.randint(0, 100, (64, 16))
     mask = torch.ones_like(ids)
     mask[:, 12:] = 0

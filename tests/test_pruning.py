@@ -17,6 +17,8 @@ from autocompress.pruning import (
 )
 from autocompress.tasks.digits import DigitsCNN
 
+from .conftest import tiny_bert
+
 
 def _widths(model: nn.Module) -> list[int]:
     return [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
@@ -45,12 +47,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def bert():
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=16, num_labels=3)
-    model = BertForSequenceClassification(config).eval()
+    model = tiny_bert()
     ids = torch.randint(0, 100, (2, 16))
     return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
