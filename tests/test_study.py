@@ -242,3 +242,32 @@ def test_journal_study_failure_and_early_abort(tmp_path, monkeypatch):
     assert [t["state"] for t in data["trials"]] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert data["trials"][1]["error"] and data["trials"][2]["aborted"]
     assert (tmp_path / "j.log.artifacts").is_dir()
+
+
+# ------------------------------------------------------------------------------------------ two workers
+def test_two_workers_on_one_journal_share_the_study(tmp_path):
+    """Two processes run the same command on one journal file: no duplicate or lost trials, every model stored."""
+    import os
+    import subprocess
+    import sys
+
+    storage = f"journal:///{tmp_path}/shared.log"
+    command = [sys.executable, "-m", "autocompress", "study", *REQ, "--name", "w", "--storage", storage,
+               "--trials", "4", "--neighbours", "0"]
+    workers = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=os.environ.copy()) for _ in range(2)]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=900)
+        assert worker.returncode == 0, stderr.decode()[-2000:]
+    data = _show(storage, "w", tmp_path)
+    numbers = [t["number"] for t in data["trials"]]
+    assert sorted(numbers) == list(range(len(numbers)))  # no duplicate, no gap
+    finished = [t for t in data["trials"] if t["state"] in ("COMPLETE", "FAIL")]
+    assert 4 <= len(finished) <= 5  # the total asked for; at most one more trial already in flight
+    store = optuna.artifacts.FileSystemArtifactStore(data["artifacts"])
+    for t in data["trials"]:
+        if t["state"] == "COMPLETE":
+            with store.open_reader(t["artifact_id"]) as fh:
+                assert fh.read(2) == b"PK"
+    # The original model was measured once and both workers used the same record.
+    assert sum(t["number"] == 0 for t in data["trials"]) == 1
