@@ -205,7 +205,7 @@ def _study_argv(argv: list[str]) -> list[str]:
 def _cmd_study_run(args: argparse.Namespace) -> int:
     import time
 
-    from .study import finished_trials, is_feasible, pareto, parse_objectives, resolve_storage, run_study
+    from .study import finished_trials, is_feasible, mask_url, pareto, parse_objectives, resolve_storage, run_study
 
     requirements = _requirements(args)
     objectives = parse_objectives(args.objective, args.objectives)
@@ -252,7 +252,7 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
     print(f"\nPareto front (feasible trials only, {len(front['front'])} of {finished} finished), "
           f"{time.perf_counter() - started:.0f}s this run:")
     _print_front(front)
-    storage_arg = f" --storage {args.storage}" if args.storage else ""
+    storage_arg = f" --storage {mask_url(args.storage)}" if args.storage else ""
     print(f"\nexport one:      autocompress export --name {args.name}{storage_arg} --best --format torchscript "
           "--out model.ts")
     print(f"every trial:     autocompress study show --name {args.name}{storage_arg}")

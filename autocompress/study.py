@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -253,13 +254,39 @@ def resolve_storage(url: str | None) -> tuple[Any, str]:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return optuna.storages.RDBStorage(url), url
+        return _open_rdb(url), url
     except Exception as exc:
-        raise StudyError(f"storage {url!r} could not be opened ({_short(exc)})",
+        raise StudyError(f"storage {mask_url(url)!r} could not be opened ({_short(exc)})",
                          "a reachable Optuna storage URL (sqlite:///..., postgresql://..., journal:///...)",
                          "fix --storage, or start the database server") from exc
+
+
+def _open_rdb(url: str, attempts: int = 5) -> Any:
+    """``RDBStorage(url)``, retried when another worker is creating the same schema at the same moment.
+
+    Two workers starting on a fresh PostgreSQL database both run ``CREATE TYPE``/``CREATE TABLE``; the loser gets
+    a unique-key violation. Once the winner has committed, a retry finds the schema in place.
+    """
+    import random
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * (attempt + 1))
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for output and logs."""
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
 
 
 def _journal_path(url: str) -> str:
@@ -302,7 +329,7 @@ def load_study(name: str, storage: str | None = None) -> Any:
         return optuna.load_study(study_name=name, storage=backend)
     except KeyError:
         known = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
-        raise StudyError(f"no study named {name!r} in {url}",
+        raise StudyError(f"no study named {name!r} in {mask_url(url)}",
                          f"one of: {', '.join(known)}" if known else "an existing study",
                          "check --name and --storage, or run `autocompress study` first") from None
 
@@ -493,7 +520,7 @@ def run_study(task_ref: str, requirements: Any, objectives: list[str], trials: i
         seed_plan = Plan.load(meta["seed_plan"])
         reasons = list(meta["reasons"])
         art = Path(artifacts).absolute() if artifacts else Path(meta["artifacts"])
-        say(f"resuming study {name!r} ({len(finished_trials(existing))} finished trials) in {url}")
+        say(f"resuming study {name!r} ({len(finished_trials(existing))} finished trials) in {mask_url(url)}")
     else:
         from .pipeline import measurement_device
         from .profile import profile_task
@@ -518,7 +545,8 @@ def run_study(task_ref: str, requirements: Any, objectives: list[str], trials: i
         study = optuna.create_study(study_name=name, storage=backend, directions=directions, sampler=sampler,
                                     load_if_exists=True)
         if [d.name.lower() for d in study.directions] != directions:
-            raise StudyError(f"study {name!r} in {url} has directions {[d.name.lower() for d in study.directions]}",
+            found = [d.name.lower() for d in study.directions]
+            raise StudyError(f"study {name!r} in {mask_url(url)} has directions {found}",
                              f"{directions} for objectives {objectives}", "use another --name")
         if ATTR not in study.user_attrs:
             study.set_user_attr(ATTR, {
@@ -654,7 +682,7 @@ def show(study: Any, storage_url: str) -> dict[str, Any]:
     return {
         "schema_version": STUDY_SCHEMA_VERSION,
         "name": study.study_name,
-        "storage": storage_url,
+        "storage": mask_url(storage_url),
         "task": meta["task"],
         "requirements": meta["requirements"],
         "objectives": {"metric": meta.get("metric"), "costs": meta["objectives"], "directions": meta["directions"],
