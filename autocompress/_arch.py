@@ -120,3 +120,15 @@ def input_from_spec(spec: Mapping[str, Any]) -> ModelInput:
     if dtype.is_floating_point:
         return torch.rand(spec["shape"], generator=torch.Generator().manual_seed(0)).to(dtype)
     return torch.ones(spec["shape"], dtype=dtype)
+
+
+def layer_widths(record: Mapping[str, Any]) -> dict[str, int]:
+    """The output width of each conv and linear layer in an architecture record (``out_channels`` or
+    ``out_features``), by module name, in model order: what structured pruning narrows."""
+    widths: dict[str, int] = {}
+    for name, module in record["modules"].items():
+        for key in ("out_channels", "out_features"):
+            if isinstance(module["attrs"].get(key), int):
+                widths[name] = module["attrs"][key]
+                break
+    return widths

@@ -74,6 +74,7 @@ from .quantization import quantization_info, quiet, requantize
 log = logging.getLogger(__name__)
 
 FORMATS = ("torchscript", "onnx", "pt2", "autocompress")
+SUFFIXES = {"autocompress": "acz", "torchscript": "ts", "onnx": "onnx", "pt2": "pt2"}  # file name endings
 ARCHIVE_VERSION = 1
 CHECK_ROWS = 64
 FLOAT_TOLERANCE = 1e-4
