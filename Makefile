@@ -5,7 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install system-deps demo test test-slow clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,9 +18,18 @@ install: $(STAMP)
 
 # A short real study on digits into studies/ (resumes, and then runs nothing new, when run again).
 demo: $(STAMP)
-	$(BIN)/autocompress study --task digits --objective size --max-drop 1 --target 30 --trials 6 --name demo
+	$(BIN)/autocompress study --task digits --objective size --max-drop 1 --target 30 --trials 12 --name demo
 
-test: $(STAMP)
+# The browser test needs Chromium, the PostgreSQL storage test the server binaries (it starts its own server);
+# both fail, not skip, without them, so they are installed from Debian's packages when missing.
+system-deps:
+	@if ! command -v chromium >/dev/null || ! { command -v initdb >/dev/null || \
+	      ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then \
+	    $(SUDO) apt-get update -q && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium postgresql; \
+	fi
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
 test-slow: $(STAMP)

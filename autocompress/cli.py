@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_compress)
 
     _add_study_commands(commands)
+    _add_dashboard_command(commands)
     return parser
 
 
@@ -189,6 +190,69 @@ def _add_study_commands(commands: Any) -> None:
     p.set_defaults(handler=_cmd_export)
 
 
+def _add_dashboard_command(commands: Any) -> None:
+    p = commands.add_parser("dashboard", help="browse studies in the Streamlit dashboard",
+                            description="Start the Streamlit dashboard on a study storage: Pareto view, trial "
+                                        "table, trial detail and export. It reads the storage and the trials' "
+                                        "stored models only; it never runs task code.")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="an Optuna storage URL (default: sqlite:///studies/autocompress.db)")
+    p.add_argument("--name", default=None, metavar="NAME", help="the study to open first (default: the first)")
+    p.add_argument("--port", type=int, default=8501, help="the port to listen on (default: 8501)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
+    _add_common(p)
+    p.set_defaults(handler=_cmd_dashboard)
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    import importlib.util
+    import socket
+    import subprocess
+
+    from .errors import ConfigError
+    from pathlib import Path
+
+    from .study import load_study, mask_url, resolve_storage, storage_file
+
+    url = args.storage or DEFAULT_DASHBOARD_STORAGE
+    # A malformed URL or an unreachable server fails here, in one line. A SQLite or journal file is not opened
+    # (that would create it): the dashboard itself says when it is missing.
+    file = storage_file(url) if "://" in url else None
+    if file is None:
+        resolve_storage(url)
+    if args.name and (file is None or Path(file).is_file()):
+        load_study(args.name, url)  # a study that does not exist is a one-line error
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port {args.port}", "a TCP port in 1..65535", "pass e.g. --port 8501")
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no owner
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as exc:
+            raise ConfigError(f"{args.host}:{args.port} is not free ({exc.strerror})", "a free port",
+                              "pass another --port") from None
+    spec = importlib.util.find_spec("dashboard.app")
+    if spec is None or spec.origin is None:
+        raise ConfigError("no dashboard package installed beside autocompress", "the dashboard/ folder of the "
+                          "autocompress checkout", "reinstall with `pip install -e .` from the checkout")
+    env = dict(os.environ, AUTOCOMPRESS_DASHBOARD_STORAGE=url)  # in the environment, not on the command line
+    if args.name:
+        env["AUTOCOMPRESS_DASHBOARD_STUDY"] = args.name
+    command = [sys.executable, "-m", "streamlit", "run", spec.origin, "--server.address", args.host,
+               "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.fileWatcherType", "none", "--global.developmentMode", "false",
+               "--client.toolbarMode", "viewer"]
+    sys.stderr.write(f"dashboard on http://{args.host}:{args.port} for {mask_url(url)} (Ctrl+C stops it)\n")
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+DEFAULT_DASHBOARD_STORAGE = "sqlite:///studies/autocompress.db"
+
+
 def _study_argv(argv: list[str]) -> list[str]:
     """``study --task ...`` means ``study run --task ...``."""
     for i, token in enumerate(argv):
@@ -256,6 +320,7 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
     print(f"\nexport one:      autocompress export --name {args.name}{storage_arg} --best --format torchscript "
           "--out model.ts")
     print(f"every trial:     autocompress study show --name {args.name}{storage_arg}")
+    print(f"open dashboard:  autocompress dashboard{storage_arg} --name {args.name}   (then http://127.0.0.1:8501)")
     return 0
 
 
@@ -306,73 +371,17 @@ def _cmd_study_pareto(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    import shutil
-    import tempfile
-    from pathlib import Path
+    from .study import dumps, export_trial, load_study, pick_trial
 
-    from . import _arch
-    from .errors import ExportError
-    from .export import export_model, load, read_manifest
-    from .study import dumps, download_trial_model, load_study, pick_trial
-
-    import warnings
-
-    warnings.filterwarnings("ignore")  # tracing warns a lot; the reload check says whether the export is good
     study = load_study(args.name, args.storage)
     trial = pick_trial(study, number=args.trial, best=args.best, prefer=args.prefer)
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ExportError(f"{out} already exists", "a path that holds no file", "choose another --out, or pass "
-                          "--overwrite")
-    with tempfile.TemporaryDirectory() as folder:
-        archive = download_trial_model(study, trial, folder, args.artifacts)
-        manifest = read_manifest(archive)
-        model = load(archive)  # the embedded TorchScript program: no task import needed
-        example = _arch.input_from_spec(manifest["input_spec"])
-        if args.format == "autocompress":
-            # The archive itself (it holds the weights to rebuild the real module); checked by reloading it.
-            import torch
-
-            program = load(archive)
-
-            with torch.inference_mode():
-                same = torch.equal(model(example), program(example))
-            if not same:
-                raise ExportError(f"the archive of trial {trial.number} does not reload identically",
-                                  "a stable archive", "re-run the trial")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(archive, out)
-            figures = {"path": str(out), "format": "autocompress", "check": "reload", "value": 0.0}
-        else:
-            batch = _batch_of(example, 64)
-            result = export_model(model, args.format, out, example, check_inputs=batch, plan=manifest.get("plan"),
-                                  overwrite=args.overwrite)
-            figures = {"path": str(result.path), "format": result.format, "check": result.check_metric,
-                       "value": result.check_value}
-    figures.update(trial=trial.number, plan_summary=trial.user_attrs.get("plan_summary"),
-                   metric_drop=trial.user_attrs.get("metric_drop"), reduction=trial.user_attrs.get("reduction"),
-                   metrics=trial.user_attrs.get("metrics"))
+    figures = export_trial(study, trial, args.format, args.out, artifacts=args.artifacts, overwrite=args.overwrite)
     if args.json:
         print(dumps(figures))
     else:
         print(f"wrote {figures['path']} ({figures['format']}) from trial {trial.number}: "
               f"{figures['plan_summary']}; reload check {figures['check']} = {figures['value']:.4g}")
     return 0
-
-
-def _batch_of(example: Any, rows: int) -> Any:
-    """``rows`` inputs shaped like ``example`` (random floats, or the example's integer tensors repeated)."""
-    import torch
-
-    def grow(t: Any) -> Any:
-        reps = [max(1, rows // max(t.shape[0], 1))] + [1] * (t.dim() - 1)
-        if t.dtype.is_floating_point:
-            return torch.rand(t.shape[0] * reps[0], *t.shape[1:], generator=torch.Generator().manual_seed(0))
-        return t.repeat(*reps)
-
-    if isinstance(example, dict):
-        return {k: grow(v) for k, v in example.items()}
-    return grow(example)
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -445,7 +454,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from . import pipeline
-    from .export import export_model
+    from .export import SUFFIXES, export_model
     from .report import write_report
 
     err = Console(stderr=True)
@@ -467,7 +476,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         if fmt != "autocompress":
             write_report(out, report, title)
             _check_formats([fmt], result.plan.quantization_mode)
-        suffix = {"autocompress": "acz", "torchscript": "ts", "onnx": "onnx", "pt2": "pt2"}[fmt]
+        suffix = SUFFIXES[fmt]
         exported = export_model(result.model, fmt, out / f"model.{suffix}", task.example_input,
                                 check_inputs=task.eval_loader(), plan=result.plan.to_dict(),
                                 base_model=task.model, overwrite=args.overwrite)

@@ -1,0 +1,1 @@
+"""The Streamlit dashboard of autocompress (``autocompress dashboard``). The library never imports it."""

@@ -1,0 +1,184 @@
+"""The autocompress dashboard: browse a study's trade-offs, inspect a trial, export its model.
+
+Start it with ``autocompress dashboard [--storage URL] [--port P]``. It reads the study storage named in the
+environment variable ``AUTOCOMPRESS_DASHBOARD_STORAGE`` (the command sets it; a URL in the environment stays out
+of the process list) and the trials' stored archives. It never imports or runs a task file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+try:
+    from dashboard import data
+except ImportError:  # started with `streamlit run dashboard/app.py` from a checkout that is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from dashboard import data
+
+from autocompress.errors import AutocompressError
+from autocompress.study import mask_url
+
+STORAGE_ENV = "AUTOCOMPRESS_DASHBOARD_STORAGE"
+STUDY_ENV = "AUTOCOMPRESS_DASHBOARD_STUDY"
+
+
+def storage_url() -> str | None:
+    return os.environ.get(STORAGE_ENV) or None
+
+
+def show_study_picker(url: str | None, names: list[str]) -> str:
+    with st.sidebar:
+        st.header("Study")
+        wanted = os.environ.get(STUDY_ENV)
+        name = st.selectbox("study", names, index=names.index(wanted) if wanted in names else 0,
+                            label_visibility="collapsed")
+        st.caption(f"storage: `{mask_url(url or data.acs.DEFAULT_STORAGE)}`")
+        live = st.toggle("Refresh while the study runs", value=True,
+                         help="new trials appear without reloading the page")
+        every = st.slider("every (seconds)", 2, 60, 5, disabled=not live)
+    with st.expander(f"All studies in this storage ({len(names)})", expanded=len(names) > 1):
+        st.dataframe(data.studies_frame(url), hide_index=True, width="stretch")
+    st.session_state["refresh_seconds"] = every if live else None
+    return name
+
+
+def show_pareto(study: dict, chart_key: str) -> int | None:
+    st.subheader("Pareto view")
+    values = study["objectives"]["values"]
+    labels = {i: data.axis_label(study, i) for i in range(len(values))}
+    left, right = st.columns(2)
+    x = left.selectbox("x axis", list(labels), index=1 if len(values) > 1 else 0, format_func=labels.get,
+                       key=f"x-{chart_key}")
+    y = right.selectbox("y axis", list(labels), index=0, format_func=labels.get, key=f"y-{chart_key}")
+    event = st.plotly_chart(data.pareto_figure(study, x, y), key=f"pareto-{chart_key}", on_select="rerun",
+                            selection_mode="points", width="stretch")
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
+        getattr(getattr(event, "selection", None), "points", [])
+    for point in points:  # clicking a trial's marker opens its detail below
+        number = point.get("customdata")
+        if isinstance(number, list):
+            number = number[0] if number else None
+        if isinstance(number, (int, float)):
+            return int(number)
+    return None
+
+
+def show_table(study: dict) -> None:
+    st.subheader("Trials")
+    feasible_only = st.checkbox("feasible trials only", value=False)
+    frame = data.trials_frame(study, feasible_only=feasible_only)
+    st.caption(f"{len(frame)} trials shown; click a column header to sort.")
+    st.dataframe(frame, hide_index=True, width="stretch", key="trials-table")
+
+
+def show_detail(url: str | None, study: dict, clicked: int | None) -> None:
+    st.subheader("Trial detail")
+    complete = [t["number"] for t in study["trials"] if t["state"] == "COMPLETE"]
+    if not complete:
+        st.info("No trial has completed yet.")
+        return
+    default = clicked if clicked in complete else data.default_trial(study)
+    number = st.selectbox("trial", complete, index=complete.index(default) if default in complete else 0,
+                          format_func=lambda n: f"trial {n}: {data.trial_record(study, n)['plan_summary']}")
+    record = data.trial_record(study, number)
+    verdict = "feasible" if record["feasible"] else "infeasible"
+    drop = record["metric_drop"]
+    st.markdown(f"**{record['plan_summary']}** — {verdict}, drop {drop:.2f} points"
+                + (f" — _{record['aborted']}_" if record["aborted"] else ""))
+    left, right = st.columns(2)
+    with left:
+        st.markdown("Original vs compressed")
+        st.dataframe(data.comparison_frame(study, record), hide_index=True, width="stretch")
+        with st.expander("Plan (JSON)"):
+            st.json(record["plan"])
+        with st.expander("The selector's reasons for the seed plan (trial 0)", expanded=bool(record["seeded"])):
+            st.markdown("\n".join(f"- {reason}" for reason in study["reasons"]))
+    with right:
+        st.markdown("Layer widths before and after pruning")
+        try:
+            widths = cached_widths(url, study["name"], number)
+            if not any(w["original"] for w in widths.values()):
+                st.caption("This study did not record the original widths (made by an older autocompress).")
+            st.plotly_chart(data.widths_figure(widths), width="stretch", key=f"widths-{number}")
+        except AutocompressError as exc:
+            st.warning(str(exc))
+    show_export(url, study, record)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_widths(url: str | None, name: str, number: int) -> dict:
+    return data.trial_widths(url, name, number)
+
+
+def show_export(url: str | None, study: dict, record: dict) -> None:
+    st.markdown("Export")
+    formats = list(data.export_formats(record))
+    left, right = st.columns([2, 1])
+    fmt = left.selectbox("format", formats, key=f"format-{record['number']}")
+    key = f"export:{study['name']}:{record['number']}:{fmt}"
+    if right.button("Export", key=f"export-{record['number']}", type="primary"):
+        with st.spinner(f"exporting trial {record['number']} as {fmt} and checking the reloaded file"):
+            try:
+                with tempfile.TemporaryDirectory() as folder:
+                    path, figures = data.export(url, study["name"], record["number"], fmt, folder)
+                    st.session_state[key] = (path.name, path.read_bytes(), figures)
+            except AutocompressError as exc:
+                st.error(str(exc))
+    if key in st.session_state:
+        filename, payload, figures = st.session_state[key]
+        st.success(f"{filename}: {len(payload) / 1e3:.1f} kB, reload check {figures['check']} = "
+                   f"{figures['value']:.3g}")
+        st.download_button(f"Download {filename}", payload, file_name=filename, mime="application/octet-stream",
+                           key=f"download-{record['number']}-{fmt}")
+
+
+def show_study(url: str | None, name: str) -> None:
+    try:
+        study = data.load(url, name)
+    except AutocompressError as exc:
+        st.warning(str(exc))
+        return
+    trials = study["trials"]
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    feasible = [t for t in complete if t["feasible"]]
+    req = study["requirements"]
+    st.markdown(f"**{name}** — task `{study['task']}`, {req['objective']} {req['target']:g}× within "
+                f"{req['max_drop']:g} points; objectives: {', '.join(study['objectives']['values'])}")
+    cols = st.columns(5)
+    cols[0].metric("trials", len(trials))
+    cols[1].metric("complete", len(complete))
+    cols[2].metric("feasible", len(feasible))
+    for col, key in zip(cols[3:], ("size", "latency")):
+        best = max(((t["reduction"] or {}).get(key) or 0.0 for t in feasible), default=0.0)
+        col.metric(f"best {key} ×", f"{best:.1f}×" if best else "—")
+    if not complete:
+        st.info("No trial has completed yet; this page refreshes as trials finish.")
+        return
+    clicked = show_pareto(study, name)
+    show_table(study)
+    show_detail(url, study, clicked)
+
+
+def main() -> None:
+    st.set_page_config(page_title="autocompress dashboard", layout="wide")
+    st.title("autocompress")
+    url = storage_url()
+    try:
+        names = data.study_names(url)
+    except AutocompressError as exc:
+        st.info(str(exc))
+        return
+    if not names:
+        st.info("This storage holds no study yet. Run `make demo`, or `autocompress study --task ... --name NAME`, "
+                "then reload this page.")
+        return
+    name = show_study_picker(url, names)
+    st.fragment(run_every=st.session_state.get("refresh_seconds"))(show_study)(url, name)
+
+
+main()

@@ -1,0 +1,265 @@
+"""What the dashboard shows, computed without Streamlit: study lists, trial tables, the Pareto chart, details.
+
+Everything here reads the study storage and the trials' stored archives only. No task file is imported or run:
+the original model's figures come from the study's records, a trial's model from its archive.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from autocompress import study as acs
+from autocompress.errors import AutocompressError
+
+# A cost objective's value in a trial's ``values`` and in the original model's figures, with its unit.
+COST_UNITS = {"size": "MB", "flops": "MACs", "latency": "ms (batch 64)", "energy": "mJ (batch 64)"}
+
+
+class DashboardDataError(AutocompressError):
+    """The storage cannot be shown (missing, empty, malformed)."""
+
+
+def open_storage(url: str | None) -> tuple[Any, str]:
+    """The Optuna storage at ``url``, opened for reading: a missing SQLite or journal file is an error here
+    (opening it would create an empty one)."""
+    url = url or acs.DEFAULT_STORAGE
+    path = acs.storage_file(url) if isinstance(url, str) else None
+    if path and path != ":memory:" and not Path(path).is_file():
+        raise DashboardDataError(f"no study storage at {path}", "a storage that `autocompress study` wrote",
+                                 "run `make demo` or `autocompress study ...` first, or pass --storage")
+    return acs.resolve_storage(url)
+
+
+def study_names(url: str | None) -> list[str]:
+    import optuna
+
+    backend, _ = open_storage(url)
+    return [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
+
+
+def load(url: str | None, name: str) -> dict[str, Any]:
+    """``autocompress study show``'s record of study ``name`` (trials, objectives, original figures)."""
+    import optuna
+
+    backend, masked = open_storage(url)
+    study = optuna.load_study(study_name=name, storage=backend)
+    if acs.ATTR not in study.user_attrs:
+        raise DashboardDataError(f"study {name!r} has no autocompress record", "a study written by autocompress",
+                                 "pick another study")
+    data = acs.show(study, masked)
+    data["original_widths"] = acs.study_meta(study).get("original_widths")
+    return data
+
+
+def summary_row(data: dict[str, Any]) -> dict[str, Any]:
+    """One line of the study picker: objectives, threshold, target, trials and the best feasible reductions."""
+    trials = data["trials"]
+    feasible = [t for t in trials if t["state"] == "COMPLETE" and t["feasible"]]
+    req = data["requirements"]
+    row: dict[str, Any] = {
+        "study": data["name"], "task": data["task"], "objectives": ", ".join(data["objectives"]["values"]),
+        "max drop (points)": req["max_drop"], "target ×": req["target"], "objective": req["objective"],
+        "trials": len(trials), "complete": sum(t["state"] == "COMPLETE" for t in trials), "feasible": len(feasible),
+    }
+    for key in ("size", "flops", "latency"):
+        best = max(((t["reduction"] or {}).get(key) or 0.0 for t in feasible), default=None)
+        row[f"best {key} ×"] = round(best, 2) if best else None
+    return row
+
+
+def studies_frame(url: str | None) -> pd.DataFrame:
+    rows = []
+    for name in study_names(url):
+        try:
+            rows.append(summary_row(load(url, name)))
+        except DashboardDataError:
+            continue  # a study another tool wrote into the same storage
+    return pd.DataFrame(rows)
+
+
+def trials_frame(data: dict[str, Any], feasible_only: bool = False) -> pd.DataFrame:
+    """One row per trial: state, feasibility, plan parameters, metric, drop, X-fold reductions and time."""
+    metric_name = data["objectives"]["metric"] or "metric"
+    rows = []
+    for t in data["trials"]:
+        if feasible_only and not (t["state"] == "COMPLETE" and t["feasible"]):
+            continue
+        red = t["reduction"] or {}
+        metric = ((t["metrics"] or {}).get("metric") or {}).get("value")
+        row: dict[str, Any] = {"trial": t["number"], "state": t["state"], "feasible": t["feasible"],
+                               "seed": bool(t["seeded"]), "plan": t["plan_summary"] or ""}
+        row.update({name: value for name, value in t["params"].items()})
+        row.update({metric_name: metric, "drop (points)": t["metric_drop"], "size ×": red.get("size"),
+                    "FLOPs ×": red.get("flops"), "latency ×": red.get("latency"), "energy ×": red.get("energy"),
+                    "seconds": t["seconds"], "note": t["aborted"] or t["error"] or ""})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def original_values(data: dict[str, Any]) -> list[float]:
+    """The original model in the study's value space: [metric, *costs]."""
+    o = data["original"]
+    figures = {"size": o["size_mb"], "flops": o["flops"], "latency": o["latency_ms"].get("batch_64"),
+               "energy": (o.get("energy_mj") or {}).get("batch_64")}
+    return [o["metric"]["value"], *[figures[c] for c in data["objectives"]["costs"]]]
+
+
+def axis_label(data: dict[str, Any], index: int) -> str:
+    name = data["objectives"]["values"][index]
+    return name if index == 0 else f"{name} ({COST_UNITS.get(name, '')})"
+
+
+def front_2d(points: list[tuple[int, float, float]], directions: tuple[str, str]) -> list[int]:
+    """The trial numbers of the non-dominated points in two chosen values, sorted along the x axis."""
+    signs = [1.0 if d == "minimize" else -1.0 for d in directions]
+    keep = [p for p in points if not any(acs.dominates((q[1], q[2]), (p[1], p[2]), directions) for q in points
+                                         if q is not p)]
+    return [p[0] for p in sorted(keep, key=lambda p: signs[0] * p[1])]
+
+
+def pareto_figure(data: dict[str, Any], x: int = 1, y: int = 0) -> go.Figure:
+    """Value ``y`` against value ``x`` (indices into the study's values: 0 is the metric, then the costs).
+
+    Feasible trials are filled circles, infeasible ones grey crosses; the feasible front in these two values is a
+    line; the original model is a star and the seed trial (the rule plan) a ringed diamond; the threshold (the
+    lowest metric the max drop allows) is a dashed line when the metric is on an axis.
+    """
+    directions = data["objectives"]["directions"]
+    complete = [t for t in data["trials"] if t["state"] == "COMPLETE" and t["values"] is not None
+                and all(v is not None and math.isfinite(v) for v in t["values"])]
+    fig = go.Figure()
+
+    def hover(t: dict[str, Any]) -> str:
+        values = ", ".join(f"{name} {v:.4g}" for name, v in zip(data["objectives"]["values"], t["values"]))
+        drop = "" if t["metric_drop"] is None else f"drop {t['metric_drop']:.2f} points<br>"
+        return f"trial {t['number']}<br>{t['plan_summary']}<br>{values}<br>{drop}"
+
+    for feasible, style in ((True, dict(symbol="circle", size=10, color="#1f77b4")),
+                            (False, dict(symbol="x", size=9, color="#999999"))):
+        group = [t for t in complete if bool(t["feasible"]) == feasible]
+        fig.add_trace(go.Scatter(
+            x=[t["values"][x] for t in group], y=[t["values"][y] for t in group], mode="markers",
+            name="feasible" if feasible else "infeasible (over the max drop)", marker=style,
+            customdata=[t["number"] for t in group], hovertext=[hover(t) for t in group], hoverinfo="text"))
+    feasible = [(t["number"], t["values"][x], t["values"][y]) for t in complete if t["feasible"]]
+    front = front_2d(feasible, (directions[x], directions[y]))
+    by_number = {t["number"]: t for t in complete}
+    fig.add_trace(go.Scatter(x=[by_number[n]["values"][x] for n in front], y=[by_number[n]["values"][y] for n in front],
+                             mode="lines", name="feasible front", line=dict(color="#1f77b4", width=2),
+                             hoverinfo="skip"))
+    seed = next((t for t in complete if t["seeded"]), None)
+    if seed is not None:
+        fig.add_trace(go.Scatter(x=[seed["values"][x]], y=[seed["values"][y]], mode="markers",
+                                 name=f"seed: trial {seed['number']} (rule plan)",
+                                 marker=dict(symbol="diamond-open", size=18, color="#d62728", line=dict(width=2)),
+                                 hovertext=[hover(seed)], hoverinfo="text"))
+    original = original_values(data)
+    if original[x] is not None and original[y] is not None:
+        fig.add_trace(go.Scatter(x=[original[x]], y=[original[y]], mode="markers", name="original model",
+                                 marker=dict(symbol="star", size=16, color="#2ca02c"),
+                                 hovertext=[f"original model<br>{data['objectives']['values'][0]} {original[0]:.4g}"],
+                                 hoverinfo="text"))
+    threshold = threshold_value(data)
+    if threshold is not None and y == 0:
+        fig.add_hline(y=threshold, line_dash="dash", line_color="#d62728",
+                      annotation_text=f"threshold: −{data['requirements']['max_drop']:g} points")
+    elif threshold is not None and x == 0:
+        fig.add_vline(x=threshold, line_dash="dash", line_color="#d62728",
+                      annotation_text=f"threshold: −{data['requirements']['max_drop']:g} points")
+    for index, axis in ((x, "xaxis"), (y, "yaxis")):
+        # Costs on a log axis: compressed models sit 10-100× below the original, which a linear axis squashes.
+        fig.update_layout({axis: dict(title=axis_label(data, index), type="log" if index else "linear")})
+    fig.update_layout(height=480, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def threshold_value(data: dict[str, Any]) -> float | None:
+    """The lowest (or highest, for lower-is-better metrics) metric value the max drop allows."""
+    metric = data["original"]["metric"]
+    step = data["requirements"]["max_drop"] / 100.0  # built-in metrics are fractions; drops are in points
+    return metric["value"] - step if metric.get("higher_is_better", True) else metric["value"] + step
+
+
+def trial_record(data: dict[str, Any], number: int) -> dict[str, Any]:
+    found = [t for t in data["trials"] if t["number"] == number]
+    if not found:
+        raise DashboardDataError(f"trial {number}", f"a trial number in 0..{len(data['trials']) - 1}",
+                                 "pick a trial from the table")
+    return found[0]
+
+
+def comparison_frame(data: dict[str, Any], record: dict[str, Any]) -> pd.DataFrame:
+    """Original vs compressed: params, FLOPs, size, latency, metric, and the X-fold of each."""
+    o, c = data["original"], record["metrics"] or {}
+    if not c:
+        return pd.DataFrame()
+    metric_name = o["metric"].get("name", "metric")
+    rows = [("parameters", o["params"], c["params"]), ("FLOPs (MACs per sample)", o["flops"], c["flops"]),
+            ("size (MB)", o["size_mb"], c["size_mb"]),
+            ("latency batch 1 (ms)", o["latency_ms"].get("batch_1"), c["latency_ms"].get("batch_1")),
+            ("latency batch 64 (ms)", o["latency_ms"].get("batch_64"), c["latency_ms"].get("batch_64")),
+            (metric_name, o["metric"]["value"], c["metric"]["value"])]
+    out = []
+    for name, before, after in rows:
+        fold = None
+        if name != metric_name and before and after:
+            fold = before / after
+        out.append({"": name, "original": before, "compressed": after, "× reduction": fold})
+    return pd.DataFrame(out)
+
+
+def widths_figure(widths: dict[str, dict[str, int | None]]) -> go.Figure:
+    """Per conv/linear layer, its output width before and after pruning (grouped bars, model order)."""
+    names = list(widths)
+    fig = go.Figure()
+    fig.add_trace(go.Bar(name="original", x=names, y=[widths[n]["original"] for n in names], marker_color="#aaaaaa"))
+    fig.add_trace(go.Bar(name="compressed", x=names, y=[widths[n]["compressed"] for n in names],
+                         marker_color="#1f77b4"))
+    fig.update_layout(barmode="group", height=360, margin=dict(l=10, r=10, t=30, b=10),
+                      yaxis_title="output channels / features", legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def _study_and_trial(url: str | None, name: str, number: int) -> tuple[Any, Any]:
+    import optuna
+
+    backend, _ = open_storage(url)
+    study = optuna.load_study(study_name=name, storage=backend)
+    return study, acs.pick_trial(study, number=number)
+
+
+def trial_widths(url: str | None, name: str, number: int) -> dict[str, dict[str, int | None]]:
+    """Per conv/linear layer, its width in the original and in trial ``number``'s model (from its archive)."""
+    study, trial = _study_and_trial(url, name, number)
+    return acs.trial_widths(study, trial)
+
+
+def export_formats(record: dict[str, Any]) -> tuple[str, ...]:
+    """The formats that can hold this trial's model (by its quantization mode)."""
+    from autocompress.export import formats_for_mode
+
+    return formats_for_mode((record["params"] or {}).get("quantization.mode", "none"))
+
+
+def export(url: str | None, name: str, number: int, fmt: str, folder: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The same export as ``autocompress export --trial N --format F`` (with its reload check), into ``folder``."""
+    from autocompress.export import SUFFIXES
+
+    study, trial = _study_and_trial(url, name, number)
+    path = Path(folder) / f"{name}-trial-{number}.{SUFFIXES[fmt]}"
+    return path, acs.export_trial(study, trial, fmt, path, overwrite=True)
+
+
+def default_trial(data: dict[str, Any]) -> int | None:
+    """The trial to show first: the front's largest reduction of the primary objective, else trial 0."""
+    front = acs.pareto_front(data["trials"], data["objectives"]["directions"])
+    key = data["requirements"]["objective"]
+    if front:
+        return max(front, key=lambda r: ((r["reduction"] or {}).get(key) or 0.0))["number"]
+    complete = [t["number"] for t in data["trials"] if t["state"] == "COMPLETE"]
+    return complete[0] if complete else None
