@@ -198,6 +198,18 @@ def test_dashboard_in_headless_chromium(small_study, tmp_path):
             assert points == len(complete) + 2
             # the trial table (the second data frame; the first lists the studies) is on the page
             assert page.locator("[data-testid=stDataFrame]").nth(1).is_visible()
+            # export in the browser: the button runs the export, the download hands over a model that reloads
+            page.get_by_role("button", name="Export", exact=True).click()
+            download_button = page.locator("[data-testid=stDownloadButton] button")
+            download_button.wait_for(timeout=120_000)
+            with page.expect_download(timeout=60_000) as download:
+                download_button.click()
+            saved = tmp_path / download.value.suggested_filename
+            download.value.save_as(saved)
+            import autocompress
+            import torch
+
+            assert saved.suffix == ".ts" and autocompress.load(saved)(torch.rand(2, 1, 8, 8)).shape == (2, 10)
             # a study still running: one more trial appears without reloading the page
             trials_shown = page.locator("[data-testid=stMetricValue]").first  # the "trials" figure
             before = len(small_study["data"]["trials"])
