@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_study_commands(commands)
     _add_dashboard_command(commands)
+    _add_bench_command(commands)
     return parser
 
 
@@ -251,6 +252,34 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 DEFAULT_DASHBOARD_STORAGE = "sqlite:///studies/autocompress.db"
+
+
+def _add_bench_command(commands: Any) -> None:
+    p = commands.add_parser("bench", help="run a benchmark definition (studies/*.yaml) and write its tables",
+                            description="Run the benchmark a YAML file defines (performance preservation, "
+                                        "targets, baselines side by side) and write <name>.md and <name>.csv.")
+    p.add_argument("definition", metavar="FILE.yaml", help="the benchmark definition, e.g. studies/digits.yaml")
+    p.add_argument("--out", default=None, metavar="DIR", help="where the tables go (default: results/ beside FILE)")
+    p.add_argument("--keep-studies", default=None, metavar="DIR",
+                   help="keep the benchmark's studies in DIR/<name>.db (default: a temporary folder), e.g. to "
+                        "browse them with `autocompress dashboard --storage sqlite:///DIR/<name>.db`")
+    _add_common(p)
+    p.set_defaults(handler=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from .bench import run_bench
+
+    err = Console(stderr=True)
+    if args.keep_studies:
+        Path(args.keep_studies).mkdir(parents=True, exist_ok=True)
+    result, md_path, csv_path = run_bench(args.definition, args.out, args.keep_studies, log=err.print)
+    print(f"wrote {md_path} and {csv_path} ({len(result.rows)} rows) in {result.seconds['total']:.0f}s")
+    return 0
 
 
 def _study_argv(argv: list[str]) -> list[str]:

@@ -75,6 +75,7 @@ class PipelineResult:
     pruning: dict[str, Any] = field(default_factory=dict)
     attempts: tuple[dict[str, Any], ...] = ()
     notes: tuple[str, ...] = ()
+    timing: dict[str, float] = field(default_factory=dict)  # seconds per stage: prune, distill, quantize, measure
 
     def report(self, reasons: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
         """The stable report: ``original``, ``compressed``, ``reduction``, ``metric_drop``, ``plan``, ``reasons``."""
@@ -111,7 +112,16 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
     if original is None:
         original = profile_task(task, device=measure_on)
     notes: list[str] = []
+    timing: dict[str, float] = {}
+    mark = time.perf_counter()
 
+    def lap(stage: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        timing[stage] = timing.get(stage, 0.0) + now - mark
+        mark = now
+
+    lap("original")
     student: nn.Module
     pruning_info: dict[str, Any] = {}
     if plan.pruning.ratio > 0:
@@ -124,9 +134,11 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
     else:
         student = copy.deepcopy(task.model)
 
+    lap("prune")
     mode = plan.quantization_mode
     if mode == "qat":
         student = prepare_qat(student, plan.quantization, task.example_input)
+    lap("quantize")
 
     distil_info: dict[str, Any] = {}
     config: DistillationConfig = plan.distillation
@@ -138,15 +150,18 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
                          teacher_outputs=teacher_outputs, progress=progress)
         student = result.model
         distil_info = result.to_dict()
+    lap("distill")
 
     if mode == "qat":
         student = convert(student)
     elif mode in ("static", "dynamic"):
         student = quantize(student.cpu(), plan.quantization, task.train_loader(shuffle=False),
                            task.example_input, progress=progress).model
+    lap("quantize")
 
     compressed = profile_model(student, task.example_input, task.eval_loader(), task.resolved_metric,
                                device=measure_on, threads=original.threads, task_name=task.name)
+    lap("measure")
     drop = metric_drop(original, compressed)
     reduction = reductions(original, compressed)
     feasible = target_met = None
@@ -156,7 +171,7 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
     return PipelineResult(model=student, plan=plan, original=original, compressed=compressed, metric_drop=drop,
                           reduction=reduction, feasible=feasible, target_met=target_met,
                           seconds=time.perf_counter() - started, distillation=distil_info, pruning=pruning_info,
-                          notes=tuple(notes))
+                          notes=tuple(notes), timing=timing)
 
 
 def _attempt_record(result: PipelineResult, objective: str) -> dict[str, Any]:

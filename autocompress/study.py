@@ -466,7 +466,8 @@ def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
             trial.set_user_attr("artifact_id", artifact_id)
             trial.set_user_attr("artifact_bytes", exported.size_bytes)
             trial.set_user_attr("seconds", time.perf_counter() - started)
-            trial.set_user_attr("timing", {"pipeline": ran, "distillation": result.distillation.get("seconds"),
+            trial.set_user_attr("timing", {**{k: round(v, 4) for k, v in result.timing.items()}, "pipeline": ran,
+                                           "distillation": result.distillation.get("seconds"),
                                            "export": time.perf_counter() - started - ran})
             trial.set_constraint(CONSTRAINT_KEY, drop - req.max_drop)
             return [float(value), *costs]

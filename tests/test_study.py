@@ -243,9 +243,10 @@ def test_journal_study_failure_and_early_abort(tmp_path, monkeypatch):
     distilled = absurd.user_attrs["distillation"]
     # stopped before the budget's 5 epochs: less training than a full trial
     assert distilled["stopped_because"] == "callback" and distilled["epochs_run"] < 5
-    assert seed.state.name == "COMPLETE" and seed.user_attrs["distillation"]["epochs_run"] >= distilled["epochs_run"]
-    # ... and so in less time than the full seed trial
-    assert absurd.user_attrs["timing"]["distillation"] < seed.user_attrs["timing"]["distillation"]
+    # ... strictly fewer epochs than the full seed trial (which patience 3 cannot stop before epoch 4), so less
+    # time on the same data; wall times themselves are too noisy on a shared machine to assert (the timing is
+    # in the trials' `timing` attribute and studies/results/study_acceptance.md)
+    assert seed.state.name == "COMPLETE" and seed.user_attrs["distillation"]["epochs_run"] > distilled["epochs_run"]
     # the journal file is the storage: a fresh process sees the same study
     data = _show(storage, "j", tmp_path)
     assert [t["state"] for t in data["trials"]] == ["COMPLETE", "FAIL", "COMPLETE"]
