@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 STOP_MODES = ("threshold", "epochs")
 # Why a stop: the target was reached, the epoch budget ran out, no improvement for `patience` epochs, the
 # caller's per-epoch callback asked to stop (a study's early abort), or the training loss went non-finite.
+EVAL_BATCH_FACTOR = 4  # evaluation batches during distillation are this many training batches
 STOP_REASONS = ("target_reached", "max_epochs", "patience", "callback", "diverged")
 # Above this, an automatic teacher cache is not built (teacher outputs of, say, a language model over a large
 # training set would not fit in memory); the teacher then runs on every batch instead.
@@ -574,7 +575,9 @@ def distill(student: nn.Module, task: Task, config: DistillationConfig, teacher:
         return value >= target if metric.higher_is_better else value <= target
 
     loss_of = LOSSES(technique)
-    eval_loader = task.eval_loader()
+    # Evaluated after every epoch, without gradients: larger batches cut the per-batch overhead (15% of a digits
+    # trial's distillation at batch 64). A user's own DataLoader is used as given.
+    eval_loader = task.eval_loader(batch_size=task.batch_size * EVAL_BATCH_FACTOR)
     initial = _evaluate(model, eval_loader, metric, dev)
     best_metric, best_epoch, best_state = initial, 0, _snapshot(model)
     target_epoch = 0 if reached(initial) else None
