@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -54,3 +55,10 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def safe_component(text: str, fallback: str = "unnamed") -> str:
+    """``text`` as one safe file-name component: letters, digits, ``.``, ``_`` and ``-`` only, never ``.``/``..``
+    or empty, so a study or trial name cannot lead a path out of its folder."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip(".")
+    return cleaned[:120] or fallback

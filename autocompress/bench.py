@@ -63,6 +63,8 @@ def load_definition(path: str | Path) -> BenchDefinition:
     """Parse and check a benchmark YAML file (``yaml.safe_load``: no Python objects)."""
     import yaml
 
+    from ._io import safe_component
+
     path = Path(path)
     if not path.is_file():
         raise _fail(f"no benchmark file at {path}", "a YAML benchmark definition", "see studies/digits.yaml")
@@ -85,7 +87,7 @@ def load_definition(path: str | Path) -> BenchDefinition:
         raise _fail(f"tasks {tasks!r}", "a list of task references (digits, path/to/task.py, module:function)",
                     "add e.g. `tasks: [digits]`")
     definition = BenchDefinition(
-        name=str(raw.get("name") or path.stem), tasks=tuple(tasks), seed=int(raw.get("seed", 0)),
+        name=safe_component(raw.get("name") or path.stem), tasks=tuple(tasks), seed=int(raw.get("seed", 0)),
         budget=str(raw.get("budget", "high")), max_drop=float(raw.get("max_drop", 1.0)),
         preservation=dict(raw.get("preservation") or {}), targets=dict(raw.get("targets") or {}),
         baselines=dict(raw.get("baselines") or {}))

@@ -45,6 +45,47 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for latency measurement (default: min(4, cores))")
 
 
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, metavar="FILE",
+                        help="use the weights in FILE instead of the task's model: a state dict saved with "
+                             "torch.save(model.state_dict()) for the task's architecture (loaded with "
+                             "weights_only=True), or an autocompress archive")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="also accept a whole pickled nn.Module in --model. Unpickling runs whatever code the "
+                             "file names: only for a file you made or trust")
+
+
+def _require_gpu_backend(requirements: Any) -> None:
+    """``--backend gpu`` measures on CUDA: fail now, with a clear message, rather than after the work."""
+    import torch
+
+    from .errors import DeviceError
+
+    if requirements.backend == "gpu" and not torch.cuda.is_available():
+        raise DeviceError("--backend gpu, but no CUDA GPU is available on this machine",
+                          "a machine with a CUDA GPU for the gpu backend", "use --backend cpu, or run on a GPU machine")
+
+
+def _task_of(args: argparse.Namespace) -> Any:
+    """The task named by --task, with --model's weights when given."""
+    from .task import load_task, validate_task
+
+    task = load_task(args.task)
+    if getattr(args, "model", None):
+        import dataclasses
+
+        from .errors import ConfigError
+        from .export import LoadedProgram, load
+
+        model = load(args.model, base_model=task.model, allow_pickle=args.allow_pickle)
+        if isinstance(model, LoadedProgram):
+            raise ConfigError(f"--model {args.model} is a compiled program (TorchScript, torch.export or ONNX)",
+                              "a state dict, an autocompress archive or (with --allow-pickle) a pickled module",
+                              "pass the weights as a state dict for the task's architecture")
+        task = validate_task(dataclasses.replace(task, model=model))
+    return task
+
+
 def _add_requirement_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objective", default="size", metavar="O",
                         help="what to reduce: size, flops, latency (batch-64 CPU) or energy (an estimate unless "
@@ -87,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Measure a task's model: architecture type, parameters and MACs per layer "
                                         "type, serialized size, CPU latency at batch 1 and 64, and the task metric.")
     _add_task_options(p)
+    _add_model_options(p)
     p.add_argument("--json", action="store_true", help="print the profile as stable JSON on stdout")
     _add_common(p)
     p.set_defaults(handler=_cmd_profile)
@@ -95,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Profile the task's model and choose a compression plan (pruning, "
                                         "distillation, quantization) from the rules, with a reason per choice.")
     _add_task_options(p)
+    _add_model_options(p)
     _add_requirement_options(p)
     p.add_argument("--json", action="store_true", help="print profile, plan and reasons as stable JSON")
     _add_common(p)
@@ -106,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "Exit codes: 0 target met within the threshold; 3 threshold held but "
                                         "target missed (best result still written); 2 bad input.")
     _add_task_options(p)
+    _add_model_options(p)
     _add_requirement_options(p)
     p.add_argument("--out", required=True, metavar="DIR",
                    help="directory for report.json, report.md and model.acz (the autocompress format)")
@@ -159,8 +203,9 @@ def _add_study_commands(commands: Any) -> None:
                         "missing ones (default: 12)")
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="stop starting trials after S seconds")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="the sampler's seed (default: 0)")
-    p.add_argument("--neighbours", type=int, default=2, metavar="K",
-                   help="also enqueue up to K neighbours of the rule plan (harder and milder pruning; default: 2)")
+    p.add_argument("--neighbours", type=int, default=3, metavar="K",
+                   help="also enqueue up to K neighbours of the rule plan: milder pruning, the same with combined "
+                        "distillation, harder pruning, much milder pruning (default: 3)")
     _add_storage_options(p, name_required=False)
     _add_common(p)
     p.set_defaults(handler=_cmd_study_run)
@@ -304,10 +349,7 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
     objectives = parse_objectives(args.objective, args.objectives)
     if args.objectives and requirements.objective not in objectives:
         requirements = requirements.replace(objective=objectives[0])
-    if requirements.backend == "gpu":
-        from .device import resolve_device
-
-        resolve_device("cuda")
+    _require_gpu_backend(requirements)
     _, url = resolve_storage(args.storage)
     started = time.perf_counter()
     header = f"{'trial':>5}  {'plan':<58} {'metric':>7} {'drop':>6}  " + "  ".join(
@@ -328,13 +370,12 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
         values = trial.values
         reduction = attrs.get("reduction") or {}
         costs = "  ".join(f"{v:>8.4g} {(reduction.get(o) or 0):>4.1f}x" for o, v in zip(objectives, values[1:]))
-        feasible = "yes" if is_feasible(trial) else "no"
-        if attrs.get("aborted"):
-            feasible = "aborted"
+        # An aborted trial is usually infeasible, but int8 conversion can still lift it over the threshold.
+        feasible = "yes" if is_feasible(trial) else ("aborted" if attrs.get("aborted") else "no")
         print(f"{trial.number:>5}  {summary:<58} {values[0]:>7.4f} {attrs.get('metric_drop', 0):>6.2f}  {costs}  "
               f"{feasible:>8} {secs}", flush=True)
 
-    sys.stderr.write(f"study {args.name!r} in {url}: objectives metric + {', '.join(objectives)}, "
+    sys.stderr.write(f"study {args.name!r} in {mask_url(url)}: objectives metric + {', '.join(objectives)}, "
                      f"drop <= {requirements.max_drop:g} points, {args.trials} trials in total\n")
     study = run_study(args.task, requirements, objectives, args.trials, name=args.name, storage=args.storage,
                       timeout=args.timeout, seed=args.seed, device=args.device, threads=args.threads,
@@ -416,9 +457,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ commands
 def _cmd_profile(args: argparse.Namespace) -> int:
     from .profile import profile_task
-    from .task import load_task
 
-    task = load_task(args.task)
+    task = _task_of(args)
     profile = profile_task(task, device=args.device, threads=args.threads)
     if args.json:
         print(json.dumps(profile.to_dict(), indent=2, sort_keys=False))
@@ -431,14 +471,10 @@ def _selection(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     from .pipeline import measurement_device
     from .profile import profile_task
     from .selection import select
-    from .task import load_task
 
     requirements = _requirements(args)
-    if requirements.backend == "gpu":
-        from .device import resolve_device
-
-        resolve_device("cuda")  # fail now, with a clear message, rather than after the work
-    task = load_task(args.task)
+    _require_gpu_backend(requirements)
+    task = _task_of(args)
     profile = profile_task(task, device=measurement_device(requirements), threads=args.threads)
     selection = select(profile, requirements, task.model, task.example_input, progress=True)
     return task, profile, requirements, selection
@@ -473,7 +509,16 @@ def _prepare_out(path: str, overwrite: bool) -> Any:
         raise ConfigError(f"--out {path!r} already holds files", "a new or empty directory",
                           "choose another --out, or pass --overwrite to replace an earlier run's files")
     parent = out if out.exists() else next((p for p in out.absolute().parents if p.exists()), Path("/"))
-    if not os.access(parent, os.W_OK):
+    writable = os.access(parent, os.W_OK)
+    if writable:  # root passes os.access almost everywhere; an unnamed temporary file is the real test
+        import tempfile
+
+        try:
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError:
+            writable = False
+    if not writable:
         raise ConfigError(f"--out {path!r} is not writable", "a directory you can write to",
                           "choose another --out")
     return out

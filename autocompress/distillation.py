@@ -607,7 +607,7 @@ def distill(student: nn.Module, task: Task, config: DistillationConfig, teacher:
                     # The weights are NaN/inf now: this epoch's metric means nothing and must not become "best".
                     history.append(float("nan"))
                     losses.append(mean_loss)
-                    stopped = "diverged"
+                    stopped, detail = "diverged", f"loss {mean_loss} in epoch {epoch}"
                     break
                 value = _evaluate(model, eval_loader, metric, dev)
                 history.append(value)

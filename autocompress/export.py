@@ -391,8 +391,45 @@ def _load_archive(path: Path, base_model: nn.Module | None = None) -> nn.Module:
     return model.eval()
 
 
+PICKLE_RISK = ("unpickling runs whatever code the file names, so only pass it for a file you made or trust")
+
+
+def _load_torch_file(path: Path, base_model: nn.Module | None, allow_pickle: bool = False) -> nn.Module:
+    """A ``torch.save`` file: a state dict (loaded with ``weights_only=True`` into a copy of ``base_model``) or,
+    only with ``allow_pickle``, a pickled ``nn.Module``."""
+    import pickle
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
+        if not allow_pickle:
+            raise ExportError(f"{path} holds pickled Python objects, not only tensors ({_short(exc)[:120]})",
+                              "a state dict (torch.save(model.state_dict())), TorchScript, torch.export, ONNX or "
+                              "an autocompress archive",
+                              f"re-save the weights as a state dict, or pass --allow-pickle ({PICKLE_RISK})") \
+                from None
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, nn.Module):
+        return obj.eval()
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if base_model is None:
+            raise ExportError(f"{path} holds a state dict", "the model's architecture to load it into",
+                              "pass base_model= (the CLI uses the task's model)")
+        model = copy.deepcopy(base_model)
+        try:
+            model.load_state_dict(obj)
+        except RuntimeError as exc:
+            raise ExportError(f"the state dict in {path} does not fit {type(base_model).__name__} "
+                              f"({_short(exc)[:160]})", "weights saved from this architecture",
+                              "check the file and the task") from None
+        return model.eval()
+    raise ExportError(f"{path} holds a {type(obj).__name__}", "a state dict or an nn.Module",
+                      "save the model with torch.save(model.state_dict(), path)")
+
+
 _LOADERS: dict[str, Callable[..., nn.Module]] = {
     "torchscript": _load_torchscript, "onnx": _load_onnx, "pt2": _load_pt2, "autocompress": _load_archive,
+    "torch": _load_torch_file,
 }
 
 
@@ -407,15 +444,20 @@ def detect_format(path: str | Path) -> str:
         return "autocompress"
     if any(n.endswith("/archive_format") for n in names):
         return "pt2"
-    if any(n.endswith(("/data.pkl", "/constants.pkl")) for n in names):
+    if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
         return "torchscript"
+    if any(n.endswith("/data.pkl") for n in names):
+        return "torch"  # torch.save: a state dict, or a pickled module
     raise ExportError(f"{path} is a zip archive of no known export format", f"one of {', '.join(FORMATS)}",
                       "re-export the model with autocompress.export_model")
 
 
-def load(path: str | Path, base_model: nn.Module | None = None, format: str | None = None) -> nn.Module:
-    """Load an export. ``autocompress`` archives with ``base_model`` give the real module; every other case a
-    :class:`LoadedProgram` (TorchScript, pt2 or ONNX Runtime) that is called like the model and returns logits.
+def load(path: str | Path, base_model: nn.Module | None = None, format: str | None = None,
+         allow_pickle: bool = False) -> nn.Module:
+    """Load an export or a model file. ``autocompress`` archives with ``base_model`` give the real module; a
+    ``torch.save`` state dict is loaded (``weights_only=True``) into a copy of ``base_model``; TorchScript, pt2
+    and ONNX give a :class:`LoadedProgram` that is called like the model and returns logits. A pickled
+    ``nn.Module`` is unpickled only with ``allow_pickle=True`` (it can run arbitrary code).
     """
     path = Path(path)
     if not path.is_file():
@@ -425,6 +467,8 @@ def load(path: str | Path, base_model: nn.Module | None = None, format: str | No
         raise ExportError(f"format {fmt!r}", f"one of {', '.join(FORMATS)}", "pick a format from that list")
     with _silent():
         try:
+            if fmt == "torch":
+                return _load_torch_file(path, base_model, allow_pickle)
             return _LOADERS[fmt](path, base_model)
         except ExportError:
             raise

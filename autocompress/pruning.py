@@ -554,7 +554,7 @@ class _Frozen:
 
 def _prune_step(model: nn.Module, x: ModelInput, config: PruningConfig, importance: Callable[[Any], Any],
                 channel_ratio: float, heads_now: dict[int, int], initial: dict[int, int],
-                first: bool) -> list[str]:
+                first: bool, skip: frozenset[str] = frozenset()) -> list[str]:
     """One pruning step on ``model`` in place: channels via a Torch-Pruning pruner, heads by head blocks."""
     tp = _import_tp()
     strategy = _strategy(config.strategy)
@@ -587,6 +587,8 @@ def _prune_step(model: nn.Module, x: ModelInput, config: PruningConfig, importan
     # Torch-Pruning prunes conv/linear groups; attention and tied hidden widths are pruned by head blocks below.
     pruner.ignored_layers.extend(m for g in analysis.groups if g.kind not in strategy.kinds - {"attention"}
                                  for m in g.roots)
+    if skip:  # layers found to break the model when pruned: kept whole
+        pruner.ignored_layers.extend(m for n, m in model.named_modules() if n in skip)
     if global_ranking:
         cap = _global_cap(pruner, config, selected, initial)
         if channel_ratio > cap:
@@ -712,12 +714,50 @@ def _run(model: nn.Module, example_input: ModelInput, config: PruningConfig,
     """Prune a deep copy of ``model``; measure it. Never raises for "nothing removed" (callers decide).
 
     ``before`` (params, FLOPs) and ``reference`` (output shapes) of the unpruned model save work when known.
+    When the pruned model breaks (Torch-Pruning met an operation it cannot follow, or the model no longer runs
+    or changes its output shapes), each prunable layer is tried alone on a copy; those whose pruning breaks the
+    model are left unpruned, with a warning naming them, and the pruning is done again without them.
     """
     x = _example(example_input)
     if reference is None:
         reference = _output_shapes(model, x)
     if before is None:
         before = (count_params(model), count_flops(model, x) if measure_flops else 0)
+    try:
+        subject, notes = _attempt(model, x, config, callback, progress, reference, frozenset())
+    except _Broken as first_failure:
+        unprunable = _unprunable_layers(model, x, reference)
+        if not unprunable:
+            raise first_failure.error from None
+        try:
+            subject, notes = _attempt(model, x, config, callback, progress, reference, frozenset(unprunable))
+        except _Broken as again:
+            raise again.error from None
+        modules = dict(model.named_modules())
+        named = ", ".join(f"{n} ({type(modules[n]).__name__})" for n in unprunable)
+        notes.insert(0, f"left unpruned (pruning them breaks the model; the dependency graph cannot follow "
+                        f"their coupling): {named}")
+    notes = list(dict.fromkeys(notes))
+    for note in notes:
+        if note != _UNIFORM_NOTE:
+            warnings.warn(note, PruningWarning, stacklevel=3)
+    return PruneResult(model=subject, config=config, params_before=before[0], params_after=count_params(subject),
+                       flops_before=before[1], flops_after=count_flops(subject, x) if measure_flops else 0,
+                       notes=tuple(notes))
+
+
+class _Broken(Exception):
+    """A pruning attempt that left the model broken; ``error`` is the PruningError to show if nothing helps."""
+
+    def __init__(self, error: PruningError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _attempt(model: nn.Module, x: ModelInput, config: PruningConfig,
+             callback: Callable[[int, nn.Module], None] | None, progress: bool, reference: list[torch.Size],
+             skip: frozenset[str]) -> tuple[nn.Module, list[str]]:
+    """One pruning of a deep copy, keeping the layers named in ``skip``; raises :class:`_Broken`."""
     subject = copy.deepcopy(model)
     flags = _Frozen(subject)
     importance = IMPORTANCE(config.technique)(config.technique)
@@ -741,38 +781,66 @@ def _run(model: nn.Module, example_input: ModelInput, config: PruningConfig,
             flags.unfreeze(subject)
             try:
                 with torch.inference_mode(False), torch.enable_grad():
-                    notes.extend(_prune_step(subject, x, config, importance, relative, heads_now, floors, step == 1))
+                    notes.extend(_prune_step(subject, x, config, importance, relative, heads_now, floors, step == 1,
+                                             skip))
             except AutocompressError:
                 raise
             except Exception as exc:  # Torch-Pruning met an operation it cannot follow
-                raise PruningError(f"pruning {type(model).__name__} with strategy {config.strategy!r} failed: "
-                                   f"{type(exc).__name__}: {exc}", "layers whose coupling the dependency graph "
-                                   "can trace", "try strategy 'conv' or 'linear', or report this model") from exc
+                raise _Broken(PruningError(
+                    f"pruning {type(model).__name__} with strategy {config.strategy!r} failed: "
+                    f"{type(exc).__name__}: {exc}", "layers whose coupling the dependency graph can trace",
+                    "try strategy 'conv' or 'linear', or report this model")) from exc
             flags.restore(subject)
             if callback is not None:
                 callback(step, subject)
             bar.advance()
     flags.restore(subject)
     try:
-        with torch.no_grad():
-            was = subject.training
-            out = [t.shape for t in _tensors(_forward(subject.eval(), x))]
-            subject.train(was)
+        out = _shapes_after(subject, x)
     except Exception as exc:
-        raise PruningError(f"the pruned model fails on the example input: {exc}",
-                           "an architecture whose coupled layers the dependency graph sees",
-                           f"use another strategy than {config.strategy!r}, or report this model") from exc
+        raise _Broken(PruningError(f"the pruned model fails on the example input: {exc}",
+                                   "an architecture whose coupled layers the dependency graph sees",
+                                   f"use another strategy than {config.strategy!r}, or report this model")) from exc
     if out != reference:
-        raise PruningError(f"pruning changed the output shapes {[tuple(r) for r in reference]} to "
-                           f"{[tuple(o) for o in out]}", "outputs kept intact",
-                           "report this model; use strategy 'conv' or 'linear' meanwhile")
-    notes = list(dict.fromkeys(notes))
-    for note in notes:
-        if note != _UNIFORM_NOTE:
-            warnings.warn(note, PruningWarning, stacklevel=3)
-    return PruneResult(model=subject, config=config, params_before=before[0], params_after=count_params(subject),
-                       flops_before=before[1], flops_after=count_flops(subject, x) if measure_flops else 0,
-                       notes=tuple(notes))
+        raise _Broken(PruningError(f"pruning changed the output shapes {[tuple(r) for r in reference]} to "
+                                   f"{[tuple(o) for o in out]}", "outputs kept intact",
+                                   "report this model; use strategy 'conv' or 'linear' meanwhile"))
+    return subject, notes
+
+
+def _shapes_after(model: nn.Module, x: ModelInput) -> list[torch.Size]:
+    with torch.no_grad():
+        was = model.training
+        try:
+            return [t.shape for t in _tensors(_forward(model.eval(), x))]
+        finally:
+            model.train(was)
+
+
+def _unprunable_layers(model: nn.Module, x: ModelInput, reference: list[torch.Size]) -> list[str]:
+    """The conv/linear layers whose own channel group, pruned by one channel on a copy, breaks the model."""
+    tp = _import_tp()
+    names = [n for n, m in model.named_modules() if isinstance(m, _root_types())]
+    broken = []
+    for name in names:
+        subject = copy.deepcopy(model)
+        module = dict(subject.named_modules())[name]
+        out_fn = tp.prune_conv_out_channels if isinstance(module, tp.ops.TORCH_CONV) else \
+            tp.prune_linear_out_channels
+        try:
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
+                warnings.simplefilter("ignore")
+                graph = tp.DependencyGraph().build_dependency(subject, example_inputs=x, forward_fn=_forward,
+                                                             output_transform=_tensors, verbose=False)
+                group = graph.get_pruning_group(module, out_fn, idxs=[0])
+                if _touches_output(graph, group):
+                    continue  # never pruned anyway
+                group.prune()
+            if _shapes_after(subject, x) != reference:
+                broken.append(name)
+        except Exception:
+            broken.append(name)
+    return broken
 
 
 def _output_shapes(model: nn.Module, x: ModelInput) -> list[torch.Size]:

@@ -199,6 +199,7 @@ def choose_distillation(profile: Profile, req: Requirements) -> tuple[str, Reaso
 SOLVER_TOLERANCE = 0.02
 INT8_ROUND_TO = 16
 SIZE_CALIBRATION_ROUNDS = 4
+CNN_FLOPS_TECHNIQUES = ("lamp", "magnitude")  # compared by the selector for a MACs target
 
 
 def quantized_size_reduction(profile: Profile, pruned: nn.Module, example_input: Any, mode: str) -> float | None:
@@ -292,6 +293,22 @@ def select(profile: Profile, requirements: Requirements, model: nn.Module | None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a miss is reported in the reasons, not as a warning
             solved = solve_fold(fold)
+            if objective == "flops" and profile.arch_type != "transformer":
+                # Techniques spread the same ratio differently over layers, and MACs sit in a few of them: the
+                # technique that reaches the MACs target removing the fewest channels keeps the most capacity.
+                for alternative in CNN_FLOPS_TECHNIQUES:
+                    if alternative == technique:
+                        continue
+                    tried = solve_target(model, example_input, alternative, strategy, objective=objective,
+                                         target=fold * (1 + SOLVER_TOLERANCE), tolerance=SOLVER_TOLERANCE,
+                                         round_to=round_to, progress=progress)
+                    close = tried.reduction(objective) >= solved.reduction(objective) * (1 - SOLVER_TOLERANCE)
+                    if close and tried.ratio < solved.ratio - 0.02:
+                        reasons.append(Reason("pruning.technique", alternative,
+                                              f"{alternative} reaches {fold:.2f}× {unit} removing "
+                                              f"{tried.ratio:.0%} of the channels where {technique} needs "
+                                              f"{solved.ratio:.0%}: fewer channels removed keep more capacity"))
+                        technique, solved = alternative, tried
             if requirements.objective == "size" and quant_mode != "none":
                 # int8 stores a scale and zero point per output channel (float64 and int64 in torch), which
                 # weigh more as layers narrow: on small models the real gain is well under 4×. Measure it on

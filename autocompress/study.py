@@ -175,13 +175,31 @@ def trial_params_from_plan(plan: Any, space: SearchSpace | None = None) -> dict[
 
 
 def neighbours(plan: Any) -> list[Any]:
-    """A harder and a milder pruning of the same plan: the seed's closest alternatives."""
+    """The seed's closest alternatives, most useful first (``--neighbours K`` enqueues the first K).
+
+    The rule plan aims pruning at the target, so the threshold is what usually binds: the first neighbour keeps
+    1.4× the channels, the second the same milder pruning recovered by combined distillation from the original
+    (T=4, α=0.5), the third prunes harder (0.8× the channels kept), the fourth keeps 2× the channels.
+    Steps are in the kept fraction (1 − ratio), where they mean the same at 50% and at 90% pruning.
+    """
+    from .distillation import CombinedDistillation
+
     r = plan.pruning.ratio
-    out = []
-    for ratio in (1 - (1 - r) * 0.8, r * 0.8):  # 20% fewer channels kept; 20% fewer removed
-        ratio = round(min(RATIO_RANGE[1], max(RATIO_RANGE[0], ratio)), 4)
-        if abs(ratio - r) > 1e-3:
-            out.append(plan.replace(pruning=plan.pruning.replace(ratio=ratio)))
+    keep = 1.0 - r
+
+    def with_keep(factor: float) -> Any | None:
+        ratio = round(min(RATIO_RANGE[1], max(RATIO_RANGE[0], 1.0 - keep * factor)), 4)
+        return plan.replace(pruning=plan.pruning.replace(ratio=ratio)) if abs(ratio - r) > 1e-3 else None
+
+    milder = with_keep(1.4)
+    distilled = None
+    if milder is not None and plan.distillation.technique.KIND != CombinedDistillation.KIND:
+        distilled = milder.replace(distillation=milder.distillation.replace(technique=CombinedDistillation()))
+    candidates = [milder, distilled, with_keep(0.8), with_keep(2.0)]
+    out: list[Any] = []
+    for candidate in candidates:
+        if candidate is not None and candidate not in out and candidate != plan:
+            out.append(candidate)
     return out
 
 
@@ -278,7 +296,11 @@ def _open_rdb(url: str, attempts: int = 5) -> Any:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return optuna.storages.RDBStorage(url)
+                # Workers on other machines: a trial whose worker stops beating for the grace period is failed
+                # by the next worker (SQLite is one machine's file; dead local workers are found by pid).
+                server = not url.lower().startswith("sqlite")
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS if server else None,
+                                                  grace_period=HEARTBEAT_GRACE_SECONDS if server else None)
         except (IntegrityError, ProgrammingError):
             if attempt == attempts - 1:
                 raise
@@ -328,7 +350,9 @@ def artifact_dir(url: str, name: str) -> Path:
         path = _sqlite_path(url)
         if path and path != ":memory:":
             return Path(os.path.normpath(os.path.abspath(path)) + ".artifacts")
-    return Path("studies", "artifacts", name).absolute()
+    from ._io import safe_component
+
+    return Path("studies", "artifacts", safe_component(name)).absolute()
 
 
 def load_study(name: str, storage: str | None = None) -> Any:
@@ -410,15 +434,81 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:400]}" if text else type(exc).__name__
 
 
+def _atomic_store_class() -> Any:
+    from optuna.artifacts import FileSystemArtifactStore
+
+    class _AtomicStore(FileSystemArtifactStore):
+        """Optuna's file-system store, but a write goes to a temporary name and is renamed into place, so a
+        worker killed mid-write leaves no partial artifact."""
+
+        def write(self, artifact_id: str, content_body: Any) -> None:
+            import shutil
+
+            from ._io import atomic_write
+
+            atomic_write(self._get_filepath(artifact_id), lambda fh: shutil.copyfileobj(content_body, fh))
+
+    return _AtomicStore
+
+
+def AtomicFileSystemArtifactStore(base_path: str) -> Any:  # noqa: N802 (a class, built lazily: optuna is heavy)
+    return _atomic_store_class()(base_path)
+
+
+HEARTBEAT_SECONDS = 60
+HEARTBEAT_GRACE_SECONDS = 600
+WORKER_ATTR = "worker"  # {"host", "pid"} of the process running a trial, to tell a dead worker's trial
+
+
+def _worker() -> dict[str, Any]:
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def fail_dead_trials(study: Any, log: Callable[[str], None] | None = None) -> list[int]:
+    """Mark FAIL the RUNNING trials whose worker process on this machine is gone (killed, crashed), with the
+    reason; their numbers. Trials of workers on other machines are left to the storage's heartbeat."""
+    import optuna
+
+    me = _worker()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR) or {}
+        if worker.get("host") != me["host"] or not isinstance(worker.get("pid"), int) or _alive(worker["pid"]):
+            continue
+        reason = (f"the worker (pid {worker['pid']} on {worker['host']}) stopped before the trial finished "
+                  "(killed or crashed); the study resumed without it")
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "error", reason)
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        except Exception:  # another worker got there first
+            continue
+        failed.append(trial.number)
+        if log:
+            log(f"trial {trial.number}: {reason}")
+    return failed
+
+
 def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
     """The objective: one pipeline run per trial, its figures in the trial's user attributes."""
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+    from optuna.artifacts import upload_artifact
 
     from .export import export_model
     from .pipeline import run_plan
 
     ctx.artifacts.mkdir(parents=True, exist_ok=True)
-    store = FileSystemArtifactStore(str(ctx.artifacts))
+    store = AtomicFileSystemArtifactStore(str(ctx.artifacts))
     req = ctx.requirements
     metric = ctx.original.metric
     higher = metric.get("higher_is_better", True)
@@ -426,6 +516,7 @@ def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
 
     def objective(trial: Any) -> list[float]:
         started = time.perf_counter()
+        trial.set_user_attr(WORKER_ATTR, _worker())
         try:
             plan = plan_from_trial(trial, ctx.space)
             trial.set_user_attr("plan", plan.to_dict())
@@ -436,6 +527,8 @@ def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
                 result = run_plan(ctx.task, plan, ctx.original, requirements=req, device=ctx.device,
                                   teacher_outputs=ctx.teacher_outputs, epoch_callback=abort, progress=False)
             ran = time.perf_counter() - started
+            if result.distillation.get("stopped_because") == "diverged":
+                raise RuntimeError(f"training diverged ({result.distillation.get('stop_detail') or 'NaN loss'})")
             value = result.compressed.metric.get("value")
             if value is None or not math.isfinite(float(value)):
                 raise RuntimeError(f"the compressed model's metric is {value} (training diverged)")
@@ -499,7 +592,7 @@ def finished_trials(study: Any) -> list[Any]:
 def run_study(task_ref: str, requirements: Any, objectives: list[str], trials: int, *, name: str,
               storage: str | None = None, timeout: float | None = None, seed: int | None = 0,
               device: str = "auto", threads: int | None = None, artifacts: str | None = None,
-              n_neighbours: int = 2, enqueue: Sequence[dict[str, Any]] = (), on_trial: Callable[[Any, Any], None] | None = None,
+              n_neighbours: int = 3, enqueue: Sequence[dict[str, Any]] = (), on_trial: Callable[[Any, Any], None] | None = None,
               log: Callable[[str], None] | None = None) -> Any:
     """Create or resume study ``name`` and run trials until ``trials`` have finished (complete or failed).
 
@@ -574,6 +667,7 @@ def run_study(task_ref: str, requirements: Any, objectives: list[str], trials: i
             for params in enqueue:
                 study.enqueue_trial(dict(params), user_attrs={"seeded": False})
             say(f"seeded trial 0 with the selector's plan: {seed_plan.summary()}")
+    fail_dead_trials(study, say)
     # Whoever wrote the study's measurements first, every worker uses them (one original profile per study).
     meta = study.user_attrs[ATTR]
     original = Profile.from_dict(meta["original"])

@@ -1,6 +1,5 @@
 """Quantization modes on the digits CNN: size, accuracy, the caller's model, the gpu skip, torch.ao canary."""
 
-import copy
 import warnings
 from itertools import islice
 
