@@ -248,10 +248,11 @@ def export_formats(record: dict[str, Any]) -> tuple[str, ...]:
 
 def export(url: str | None, name: str, number: int, fmt: str, folder: str | Path) -> tuple[Path, dict[str, Any]]:
     """The same export as ``autocompress export --trial N --format F`` (with its reload check), into ``folder``."""
+    from autocompress._io import safe_component
     from autocompress.export import SUFFIXES
 
     study, trial = _study_and_trial(url, name, number)
-    path = Path(folder) / f"{name}-trial-{number}.{SUFFIXES[fmt]}"
+    path = Path(folder) / f"{safe_component(name)}-trial-{int(number)}.{SUFFIXES[fmt]}"
     return path, acs.export_trial(study, trial, fmt, path, overwrite=True)
 
 
