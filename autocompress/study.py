@@ -882,6 +882,14 @@ def export_trial(study: Any, trial: Any, fmt: str, out: str | Path, artifacts: s
     from .errors import ExportError
     from .export import export_model, load, read_manifest
 
+    from .export import formats_for_mode
+
+    mode = (trial.params or {}).get("quantization.mode", "none")
+    can_hold = formats_for_mode(mode)
+    if fmt not in can_hold:
+        kind = "float" if mode == "none" else f"{mode} int8"
+        raise ExportError(f"trial {trial.number} is a {kind} model, which {fmt} cannot hold",
+                          f"a format that can hold it: {', '.join(can_hold)}", f"pass --format {can_hold[0]}")
     out = Path(out)
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists", "a path that holds no file", "choose another --out, or pass "
