@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -181,6 +182,10 @@ def test_dashboard_in_headless_chromium(small_study, tmp_path):
                 if time.time() > deadline or server.poll() is not None:
                     pytest.fail(f"the dashboard did not start: {server.stdout.read().decode()[-2000:]}")
                 time.sleep(0.5)
+        # It listens on 127.0.0.1 only (no --host given): the kernel's table of listening TCP sockets says so.
+        listening = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                     if line.split()[3] == "0A" and line.split()[1].endswith(f":{port:04X}")]
+        assert listening == [f"0100007F:{port:04X}"], listening
         complete = [t for t in small_study["data"]["trials"] if t["state"] == "COMPLETE"]
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
