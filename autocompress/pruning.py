@@ -844,15 +844,11 @@ def _unprunable_layers(model: nn.Module, x: ModelInput, reference: list[torch.Si
 
 
 def _output_shapes(model: nn.Module, x: ModelInput) -> list[torch.Size]:
-    was = model.training
     try:
-        with torch.no_grad():
-            return [t.shape for t in _tensors(_forward(model.eval(), x))]
+        return _shapes_after(model, x)
     except Exception as exc:
         raise PruningError(f"the model fails on the example input {describe(x)}: {exc}",
                            "a model that runs on its example input", "pass an input the model accepts") from exc
-    finally:
-        model.train(was)
 
 
 def prune(model: nn.Module, example_input: ModelInput, config: PruningConfig | None = None,

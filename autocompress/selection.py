@@ -215,6 +215,8 @@ def quantized_size_reduction(profile: Profile, pruned: nn.Module, example_input:
         return profile.size_mb / serialized_size_mb(quantized)
     except Exception:
         return None
+
+
 BUDGET_EPOCHS = {"low": 5, "high": 15}  # retraining epochs the budget buys (with patience-3 early stopping)
 PRUNING_OBJECTIVE = {"size": "params", "flops": "flops", "latency": "flops", "energy": "flops"}
 
@@ -273,8 +275,8 @@ def select(profile: Profile, requirements: Requirements, model: nn.Module | None
         reasons.append(Reason("pruning.ratio", "0", "quantization alone is estimated to reach the target"))
     elif model is not None and example_input is not None:
         # Aim just above the target: the solver lands within its tolerance on either side of what it is given.
-        def solve(granularity: int | None, pruning_fold: float) -> Any:
-            return solve_target(model, example_input, technique, strategy, objective=objective,
+        def solve(granularity: int | None, pruning_fold: float, by: str | None = None) -> Any:
+            return solve_target(model, example_input, by or technique, strategy, objective=objective,
                                 target=pruning_fold * (1 + SOLVER_TOLERANCE), tolerance=SOLVER_TOLERANCE,
                                 round_to=granularity, progress=progress)
 
@@ -299,9 +301,7 @@ def select(profile: Profile, requirements: Requirements, model: nn.Module | None
                 for alternative in CNN_FLOPS_TECHNIQUES:
                     if alternative == technique:
                         continue
-                    tried = solve_target(model, example_input, alternative, strategy, objective=objective,
-                                         target=fold * (1 + SOLVER_TOLERANCE), tolerance=SOLVER_TOLERANCE,
-                                         round_to=round_to, progress=progress)
+                    tried = solve(round_to, fold, by=alternative)
                     close = tried.reduction(objective) >= solved.reduction(objective) * (1 - SOLVER_TOLERANCE)
                     if close and tried.ratio < solved.ratio - 0.02:
                         reasons.append(Reason("pruning.technique", alternative,

@@ -434,25 +434,20 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:400]}" if text else type(exc).__name__
 
 
-def _atomic_store_class() -> Any:
+def _atomic_artifact_store(base_path: str) -> Any:
+    """Optuna's file-system artifact store, but a write goes to a temporary name and is renamed into place, so a
+    worker killed mid-write leaves no partial artifact."""
+    import shutil
+
     from optuna.artifacts import FileSystemArtifactStore
 
-    class _AtomicStore(FileSystemArtifactStore):
-        """Optuna's file-system store, but a write goes to a temporary name and is renamed into place, so a
-        worker killed mid-write leaves no partial artifact."""
+    from ._io import atomic_write
 
+    class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
         def write(self, artifact_id: str, content_body: Any) -> None:
-            import shutil
-
-            from ._io import atomic_write
-
             atomic_write(self._get_filepath(artifact_id), lambda fh: shutil.copyfileobj(content_body, fh))
 
-    return _AtomicStore
-
-
-def AtomicFileSystemArtifactStore(base_path: str) -> Any:  # noqa: N802 (a class, built lazily: optuna is heavy)
-    return _atomic_store_class()(base_path)
+    return AtomicFileSystemArtifactStore(base_path)
 
 
 HEARTBEAT_SECONDS = 60
@@ -508,7 +503,7 @@ def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
     from .pipeline import run_plan
 
     ctx.artifacts.mkdir(parents=True, exist_ok=True)
-    store = AtomicFileSystemArtifactStore(str(ctx.artifacts))
+    store = _atomic_artifact_store(str(ctx.artifacts))
     req = ctx.requirements
     metric = ctx.original.metric
     higher = metric.get("higher_is_better", True)
@@ -880,9 +875,7 @@ def export_trial(study: Any, trial: Any, fmt: str, out: str | Path, artifacts: s
 
     from ._io import atomic_write
     from .errors import ExportError
-    from .export import export_model, load, read_manifest
-
-    from .export import formats_for_mode
+    from .export import export_model, formats_for_mode, load, read_manifest
 
     mode = (trial.params or {}).get("quantization.mode", "none")
     can_hold = formats_for_mode(mode)
