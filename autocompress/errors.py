@@ -48,3 +48,12 @@ class QuantizationError(ConfigError):
 
 class ExportError(AutocompressError):
     """A model cannot be written in the requested format, or a written file fails its reload check."""
+
+
+def describe_error(exc: BaseException, limit: int = 400) -> str:
+    """``exc`` as one short line for a user message: an autocompress error's own text (it is already a
+    sentence), anything else as ``Type: first line``, cut to ``limit`` characters."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if isinstance(exc, AutocompressError):
+        return " ".join(str(exc).split())[:limit]
+    return f"{type(exc).__name__}: {' '.join(lines[0].split())[:limit]}" if lines else type(exc).__name__

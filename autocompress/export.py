@@ -67,7 +67,7 @@ from torch import nn
 from . import _arch
 from ._io import make_temp
 from ._tensors import ModelInput, batch_len, call_model, logits_of, repeat_to_batch, to_device
-from .errors import ExportError
+from .errors import ExportError, describe_error
 from .profile import is_quantized
 from .quantization import quantization_info, quiet, requantize
 
@@ -403,7 +403,7 @@ def _load_torch_file(path: Path, base_model: nn.Module | None, allow_pickle: boo
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
         if not allow_pickle:
-            raise ExportError(f"{path} holds pickled Python objects, not only tensors ({_short(exc)[:120]})",
+            raise ExportError(f"{path} holds pickled Python objects, not only tensors ({describe_error(exc)[:120]})",
                               "a state dict (torch.save(model.state_dict())), TorchScript, torch.export, ONNX or "
                               "an autocompress archive",
                               f"re-save the weights as a state dict, or pass --allow-pickle ({PICKLE_RISK})") \
@@ -420,7 +420,7 @@ def _load_torch_file(path: Path, base_model: nn.Module | None, allow_pickle: boo
             model.load_state_dict(obj)
         except RuntimeError as exc:
             raise ExportError(f"the state dict in {path} does not fit {type(base_model).__name__} "
-                              f"({_short(exc)[:160]})", "weights saved from this architecture",
+                              f"({describe_error(exc)[:160]})", "weights saved from this architecture",
                               "check the file and the task") from None
         return model.eval()
     raise ExportError(f"{path} holds a {type(obj).__name__}", "a state dict or an nn.Module",
@@ -473,14 +473,11 @@ def load(path: str | Path, base_model: nn.Module | None = None, format: str | No
         except ExportError:
             raise
         except Exception as exc:
-            raise ExportError(f"{path} could not be loaded as {fmt} ({_short(exc)})",
+            raise ExportError(f"{path} could not be loaded as {fmt} ({describe_error(exc)})",
                               "a file written by autocompress.export_model", "re-export the model") from exc
 
 
 # --------------------------------------------------------------------------------------------- export
-def _short(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def _try_format(model: nn.Module, fmt: str, example_input: ModelInput, check: ModelInput,
@@ -497,7 +494,7 @@ def _try_format(model: nn.Module, fmt: str, example_input: ModelInput, check: Mo
             log.debug("probe %s: check value %s", fmt, value)
             return ok
     except Exception as exc:
-        log.debug("probe %s failed: %s", fmt, _short(exc))
+        log.debug("probe %s failed: %s", fmt, describe_error(exc))
         return False
 
 
@@ -579,7 +576,7 @@ def export_model(model: nn.Module, fmt: str, path: str | Path, example_input: Mo
                 data = _WRITERS[fmt](subject, x, _meta(subject, x, dict(plan) if plan is not None else None))
             except Exception as exc:
                 others = [f for f in supported_formats(model, x) if f != fmt]
-                raise ExportError(f"{type(model).__name__} cannot be exported as {fmt} ({_short(exc)})",
+                raise ExportError(f"{type(model).__name__} cannot be exported as {fmt} ({describe_error(exc)})",
                                   f"a format that can hold it: {', '.join(others) or 'none found'}",
                                   f"export with format={others[0]!r}" if others else "report this model") from exc
             tmp.write_bytes(data)
@@ -599,7 +596,7 @@ def export_model(model: nn.Module, fmt: str, path: str | Path, example_input: Mo
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, Exception):
-            raise ExportError(f"exporting as {fmt} failed ({_short(exc)})", "a model that traces on example_input",
+            raise ExportError(f"exporting as {fmt} failed ({describe_error(exc)})", "a model that traces on example_input",
                               "check example_input, or try another format") from exc
         raise
     return ExportResult(path=path, format=fmt, check_metric=metric, check_value=float(worst), threshold=threshold,

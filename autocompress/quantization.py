@@ -39,7 +39,7 @@ from torch import nn
 from . import _arch
 from ._tensors import ModelInput, call_model, to_device
 from .config import Config, HandlerRegistry, register_config
-from .errors import QuantizationError
+from .errors import QuantizationError, describe_error
 from .progress import progress_bar
 
 # torch.ao emits deprecation notices (and observer/quantized-tensor notices) on import and on every call.
@@ -272,9 +272,6 @@ def _check_runs(model: nn.Module, x: ModelInput) -> None:
         call_model(model.eval(), x)
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
 
 
 def _prepare_fx(model: nn.Module, config: QuantizationConfig, x: ModelInput, qat: bool) -> nn.Module:
@@ -305,7 +302,7 @@ def _static_prepare(model: nn.Module, config: QuantizationConfig, x: ModelInput,
             _check_runs(prepared, x)
         except Exception as eager_error:
             raise QuantizationError(
-                f"a model that neither FX graph mode ({_short(fx_error)}) nor eager mode ({_short(eager_error)}) "
+                f"a model that neither FX graph mode ({describe_error(fx_error)}) nor eager mode ({describe_error(eager_error)}) "
                 "can quantize", "a traceable model of conv/linear layers",
                 "use dynamic quantization, or make forward() traceable by torch.fx") from eager_error
         return prepared.train(qat), "eager"

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _arch
-from .errors import AutocompressError, ConfigError
+from .errors import ConfigError, describe_error
 
 STUDY_SCHEMA_VERSION = 1
 ATTR = "autocompress"  # the study user attribute holding what was measured once
@@ -263,7 +263,7 @@ def resolve_storage(url: str | None) -> tuple[Any, str]:
         try:
             return optuna.storages.JournalStorage(JournalFileBackend(path)), url
         except Exception as exc:
-            raise StudyError(f"journal storage {url!r} could not be opened ({_short(exc)})",
+            raise StudyError(f"journal storage {url!r} could not be opened ({describe_error(exc)})",
                              "a writable journal file path", "fix --storage") from exc
     if scheme.startswith("sqlite"):
         path = _sqlite_path(url)
@@ -275,7 +275,7 @@ def resolve_storage(url: str | None) -> tuple[Any, str]:
     try:
         return _open_rdb(url), url
     except Exception as exc:
-        raise StudyError(f"storage {mask_url(url)!r} could not be opened ({_short(exc)})",
+        raise StudyError(f"storage {mask_url(url)!r} could not be opened ({describe_error(exc)})",
                          "a reachable Optuna storage URL (sqlite:///..., postgresql://..., journal:///...)",
                          "fix --storage, or start the database server") from exc
 
@@ -427,11 +427,6 @@ class StudyContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if isinstance(exc, AutocompressError):
-        return text[:400]
-    return f"{type(exc).__name__}: {text[:400]}" if text else type(exc).__name__
 
 
 def _atomic_artifact_store(base_path: str) -> Any:
@@ -560,7 +555,7 @@ def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
             trial.set_constraint(CONSTRAINT_KEY, drop - req.max_drop)
             return [float(value), *costs]
         except Exception as exc:
-            trial.set_user_attr("error", _short(exc))
+            trial.set_user_attr("error", describe_error(exc))
             trial.set_user_attr("seconds", time.perf_counter() - started)
             raise
 
@@ -678,7 +673,7 @@ def run_study(task_ref: str, requirements: Any, objectives: list[str], trials: i
 
         teacher = compute_teacher_outputs(task.model, task, device=device)
     except Exception as exc:  # no cache: each trial computes teacher outputs as it goes
-        say(f"teacher outputs not cached ({_short(exc)})")
+        say(f"teacher outputs not cached ({describe_error(exc)})")
     ctx = StudyContext(task=task, requirements=requirements, objectives=objectives, original=original,
                        space=space, seed_plan=seed_plan, reasons=reasons, artifacts=art, device=device,
                        teacher_outputs=teacher, log=log)
@@ -843,7 +838,7 @@ def download_trial_model(study: Any, trial: Any, folder: str | Path, artifacts: 
         download_artifact(artifact_store=FileSystemArtifactStore(str(root)), file_path=str(path),
                           artifact_id=trial.user_attrs["artifact_id"])
     except Exception as exc:
-        raise StudyError(f"the model of trial {trial.number} is missing from {root} ({_short(exc)})",
+        raise StudyError(f"the model of trial {trial.number} is missing from {root} ({describe_error(exc)})",
                          "the artifact folder the study wrote", "pass --artifacts DIR where it lives") from exc
     return path
 
