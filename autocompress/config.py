@@ -26,6 +26,7 @@ C = TypeVar("C", bound="Config")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _CONFIG_TYPES: dict[str, type[Config]] = {}
+_ALIASES: dict[str, str] = {}  # retired kind -> the kind that now means the same (stored records keep loading)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Config:
         """Rebuild any registered config from :meth:`to_dict` output (nested configs included)."""
         if not isinstance(data, dict) or "kind" not in data:
             raise ConfigError(f"config record {data!r}", "a dict with a 'kind' key", "pass the output of to_dict()")
-        kind = data["kind"]
+        kind = _ALIASES.get(data["kind"], data["kind"])
         cls = _CONFIG_TYPES.get(kind)
         if cls is None:
             raise ConfigError(f"unknown config kind {kind!r}", f"one of {', '.join(sorted(_CONFIG_TYPES))}",
@@ -110,8 +111,28 @@ def register_config(kind: str) -> Callable[[type[C]], type[C]]:
     return decorate
 
 
+def register_alias(old_kind: str, kind: str) -> None:
+    """Let records of a retired ``old_kind`` load as ``kind`` (e.g. two techniques that turned out the same)."""
+    _ALIASES[old_kind] = kind
+
+
 def registered_kinds(prefix: str = "") -> list[str]:
     return sorted(k for k in _CONFIG_TYPES if k.startswith(prefix))
+
+
+def family_names(family: str) -> list[str]:
+    """The short names registered in one family (``pruning``, ``distillation``, ``quantization``, ...)."""
+    return [kind.partition(".")[2] for kind in registered_kinds(f"{family}.")]
+
+
+def config_from_name(family: str, name: str, **params: Any) -> Config:
+    """The one name→config map: ``config_from_name("distillation", "soft", temperature=2)`` builds the config
+    registered as ``distillation.soft``. A retired name registered with :func:`register_alias` still works."""
+    kind = _ALIASES.get(f"{family}.{name}", f"{family}.{name}")
+    if kind not in _CONFIG_TYPES:
+        raise ConfigError(f"{family} technique {name!r}", f"one of {', '.join(family_names(family))}",
+                          f"check the {family} technique name")
+    return Config.from_dict({"kind": kind, **params})
 
 
 class HandlerRegistry(Generic[F]):

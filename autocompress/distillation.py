@@ -41,7 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
 
 from ._tensors import call_model, logits_of, to_device
-from .config import Config, HandlerRegistry, register_config, registered_kinds
+from .config import Config, HandlerRegistry, config_from_name, family_names, register_alias, register_config
 from .device import resolve_device
 from .errors import ConfigError, DistillationError
 from .profile import evaluate, is_quantized
@@ -54,7 +54,6 @@ STOP_MODES = ("threshold", "epochs")
 # Why a stop: the target was reached, the epoch budget ran out, no improvement for `patience` epochs, the
 # caller's per-epoch callback asked to stop (a study's early abort), or the training loss went non-finite.
 EVAL_BATCH_FACTOR = 4  # evaluation batches during distillation are this many training batches
-STOP_REASONS = ("target_reached", "max_epochs", "patience", "callback", "diverged")
 # Above this, an automatic teacher cache is not built (teacher outputs of, say, a language model over a large
 # training set would not fit in memory); the teacher then runs on every batch instead.
 TEACHER_CACHE_MAX_BYTES = 2 * 1024**3
@@ -84,13 +83,16 @@ def _check_temperature(kind: str, temperature: float) -> None:
 @register_config("distillation.finetune")
 @dataclass(frozen=True)
 class FineTune(DistillationTechnique):
-    """Plain fine-tuning on the labels with ``task.loss_fn``; no teacher. The baseline."""
+    """Training on the ground-truth labels with ``task.loss_fn`` (cross-entropy by default); no teacher output.
+
+    This is also the thesis's hard-target distillation, which is why ``"hard"`` names this technique too.
+    """
 
 
-@register_config("distillation.hard")
-@dataclass(frozen=True)
-class HardDistillation(DistillationTechnique):
-    """Cross-entropy on the labels (``task.loss_fn``). Uses no teacher output, so it trains like FineTune."""
+# The thesis's "hard distillation" is cross-entropy on the ground-truth labels: exactly fine-tuning. One
+# technique, not two (a duplicate doubles a sampler's work for nothing); "hard" records and names load as it.
+HardDistillation = FineTune
+register_alias("distillation.hard", FineTune.KIND)
 
 
 @register_config("distillation.soft")
@@ -122,19 +124,14 @@ class CombinedDistillation(DistillationTechnique):
 
 
 def technique_names() -> list[str]:
-    """Short names of the registered techniques (``combined``, ``finetune``, ``hard``, ``soft``, ...)."""
-    return [kind.partition(".")[2] for kind in registered_kinds("distillation.")]
+    """Short names of the registered techniques (``combined``, ``finetune``, ``soft``, ...)."""
+    return family_names("distillation")
 
 
 def technique_from_name(name: str, **params: Any) -> DistillationTechnique:
-    """A technique config from its short name and parameters, e.g. ``technique_from_name("soft", temperature=2)``.
-
-    Looks the name up among the registered ``distillation.*`` kinds, so a new technique needs no edit here.
-    """
-    if name not in technique_names():
-        raise ConfigError(f"distillation technique {name!r}", f"one of {', '.join(technique_names())}",
-                          "check the technique name")
-    config = Config.from_dict({"kind": f"distillation.{name}", **params})
+    """A technique config from its short name and parameters, e.g. ``technique_from_name("soft", temperature=2)``
+    (``"hard"`` gives :class:`FineTune`). See :func:`autocompress.config.config_from_name`."""
+    config = config_from_name("distillation", name, **params)
     assert isinstance(config, DistillationTechnique)
     return config
 
@@ -228,7 +225,6 @@ def soft_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temper
 
 
 @LOSSES.register(FineTune)
-@LOSSES.register(HardDistillation)
 def _hard_loss(config: DistillationTechnique, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
                targets: Any, loss_fn: Callable[..., torch.Tensor]) -> torch.Tensor:
     return loss_fn(student_logits, targets)
@@ -255,7 +251,7 @@ def distillation_loss(technique: DistillationTechnique, student_logits: torch.Te
     if technique.uses_teacher and teacher_logits is None:
         raise DistillationError(f"technique {technique.KIND!r} without teacher outputs",
                                 "teacher logits for a technique that distils from a teacher",
-                                "pass teacher_logits, or use FineTune/HardDistillation")
+                                "pass teacher_logits, or use FineTune")
     return LOSSES(technique)(technique, student_logits, teacher_logits, targets, loss_fn)
 
 
@@ -414,23 +410,38 @@ def _teacher_logits(teacher: nn.Module, x: Any) -> torch.Tensor:
         return logits_of(call_model(teacher, x)).float()
 
 
-class _CacheTooLarge(Exception):
-    pass
+class TeacherCacheRefused(DistillationError):
+    """Teacher outputs cannot be cached for this training set: its samples change between epochs (random
+    transforms), or the cache would be too large. Train with the live teacher instead."""
+
+
+def _check_cacheable(source: tuple[Dataset, Any] | None, task: Task) -> tuple[Dataset, Any]:
+    """The indexed training set, if cached teacher outputs would match what the student sees every epoch."""
+    if source is None:
+        raise TeacherCacheRefused(
+            f"training data of type {type(task.train_data).__name__} without indexable samples",
+            "a map-style Dataset (with __len__ and __getitem__) to cache teacher outputs on",
+            "pass a map-style Dataset, or set cache_teacher=False")
+    if has_random_transform(source[0]):
+        raise TeacherCacheRefused(
+            "training data with a random transform (each epoch shows other inputs, so cached teacher outputs "
+            "would be stale)", "a training set whose samples are the same every epoch",
+            "let the teacher run on every batch (cache_teacher=None or False)")
+    return source
 
 
 def compute_teacher_outputs(teacher: nn.Module, task: Task, device: str | torch.device = "auto",
-                            batch_size: int | None = None, max_bytes: int | None = None) -> torch.Tensor:
+                            batch_size: int | None = None, max_bytes: float | None = None) -> torch.Tensor:
     """The teacher's logits for every training sample, by sample index, as one float32 CPU tensor.
 
     The training set is read once in index order. Pass the result to :func:`distill` as ``teacher_outputs``
-    to share it between runs with the same teacher and training set (e.g. the trials of a study).
+    to share it between runs with the same teacher and training set (e.g. the trials of a study). Raises
+    :class:`TeacherCacheRefused` for training data with random transforms and when the cache would exceed
+    ``max_bytes`` (default :data:`TEACHER_CACHE_MAX_BYTES`; ``math.inf``: no cap): whoever shares the cache gets
+    the same checks as :func:`distill`'s own.
     """
-    source = _indexed_source(task)
-    if source is None:
-        raise DistillationError(f"training data of type {type(task.train_data).__name__} without indexable samples",
-                                "a map-style Dataset (with __len__ and __getitem__) to cache teacher outputs on",
-                                "pass a map-style Dataset, or set cache_teacher=False")
-    dataset, collate = source
+    dataset, collate = _check_cacheable(_indexed_source(task), task)
+    max_bytes = TEACHER_CACHE_MAX_BYTES if max_bytes is None else max_bytes
     total = len(dataset)  # type: ignore[arg-type]
     dev = resolve_device(device)
     outputs: list[torch.Tensor] = []
@@ -438,10 +449,12 @@ def compute_teacher_outputs(teacher: nn.Module, task: Task, device: str | torch.
         for batch in _fixed_order_loader(dataset, collate, batch_size or task.batch_size):
             x, _ = _split_batch(batch)
             outputs.append(_teacher_logits(model, to_device(x, dev)).cpu())
-            if max_bytes is not None and len(outputs) == 1:
+            if len(outputs) == 1:
                 per_sample = outputs[0].element_size() * outputs[0][0].numel()
                 if per_sample * total > max_bytes:
-                    raise _CacheTooLarge
+                    raise TeacherCacheRefused(
+                        f"teacher outputs of {per_sample * total / 1e9:.2f} GB", f"at most {max_bytes / 1e9:.2f} GB "
+                        "of cached teacher outputs", "let the teacher run on every batch (cache_teacher=False)")
     cache = torch.cat(outputs) if outputs else torch.empty(0)
     if cache.shape[0] != total:
         raise DistillationError(f"{cache.shape[0]} teacher outputs for {total} training samples",
@@ -662,7 +675,8 @@ def _teacher_cache(teacher: nn.Module, task: Task, config: DistillationConfig,
         if config.cache_teacher is False:
             raise DistillationError("teacher_outputs together with cache_teacher=False",
                                     "either cached outputs or a live teacher", "drop one of the two")
-        if source is None or teacher_outputs.shape[0] != len(source[0]):  # type: ignore[arg-type]
+        source = _check_cacheable(source, task)
+        if teacher_outputs.shape[0] != len(source[0]):  # type: ignore[arg-type]
             raise DistillationError(
                 f"teacher_outputs with {teacher_outputs.shape[0]} rows",
                 "one row per training sample of a map-style training set",
@@ -670,20 +684,16 @@ def _teacher_cache(teacher: nn.Module, task: Task, config: DistillationConfig,
         return teacher_outputs.float().cpu()
     if config.cache_teacher is False:
         return None
-    if config.cache_teacher is True:
-        if source is None:
-            raise DistillationError(f"cache_teacher=True with training data of type {type(task.train_data).__name__}",
-                                    "a map-style Dataset whose samples can be addressed by index",
-                                    "set cache_teacher=None or False")
-        return compute_teacher_outputs(teacher, task, dev, batch_size)
-    # Automatic: cache only when every epoch would show the teacher the very same inputs.
-    if source is None or has_random_transform(source[0]):
-        return None
+    if config.cache_teacher is True:  # asked for: no size cap, and a refusal is the user's to see
+        try:
+            return compute_teacher_outputs(teacher, task, dev, batch_size, max_bytes=math.inf)
+        except TeacherCacheRefused as exc:
+            raise DistillationError(f"cache_teacher=True, but: {exc}") from exc
+    # Automatic: cache only when every epoch would show the teacher the very same inputs, within the size cap.
     try:
-        return compute_teacher_outputs(teacher, task, dev, batch_size, max_bytes=TEACHER_CACHE_MAX_BYTES)
-    except _CacheTooLarge:
-        log.info("teacher outputs would exceed %d bytes; running the teacher on every batch instead",
-                 TEACHER_CACHE_MAX_BYTES)
+        return compute_teacher_outputs(teacher, task, dev, batch_size)
+    except TeacherCacheRefused as exc:
+        log.info("teacher outputs not cached (%s); running the teacher on every batch instead", exc)
         return None
 
 

@@ -309,6 +309,37 @@ def test_cache_needs_indexable_training_data():
     assert not result.teacher_cached and teacher.samples == 2 * 96
 
 
+def _augmented_task():
+    class RandomHorizontalFlip:  # named like torchvision's: recognised as a random transform
+        pass
+
+    train, _ = blobs()
+
+    class Augmented(TensorDataset):
+        transform = RandomHorizontalFlip()
+
+    return tiny_task(train=Augmented(*train.tensors))
+
+
+def test_shared_teacher_cache_keeps_distillations_checks(monkeypatch):
+    # A study computes the cache once and hands it to every trial: the checks distill() makes for its own
+    # cache must hold there too, or augmented data gets paired with stale teacher outputs.
+    task = _augmented_task()
+    with pytest.raises(DistillationError, match="random transform"):
+        compute_teacher_outputs(mlp(7), task, device="cpu")
+    stale = torch.zeros(96, 3)
+    config = DistillationConfig(technique=SoftDistillation(), max_epochs=1)
+    with pytest.raises(DistillationError, match="random transform"):
+        distill(mlp(2), task, config, teacher=mlp(7), teacher_outputs=stale, device="cpu", progress=False)
+    # The size cap applies to a shared cache as well (96 samples x 3 logits x 4 bytes = 1152 bytes).
+    import autocompress.distillation as distillation
+
+    monkeypatch.setattr(distillation, "TEACHER_CACHE_MAX_BYTES", 100)
+    with pytest.raises(DistillationError, match="at most"):
+        compute_teacher_outputs(mlp(7), tiny_task(), device="cpu")
+    assert compute_teacher_outputs(mlp(7), tiny_task(), device="cpu", max_bytes=2000).shape == (96, 3)
+
+
 def test_random_transforms_are_detected():
     class Flip:  # named like torchvision's
         pass
