@@ -145,8 +145,9 @@ class DistillationConfig(Config):
     - ``stop``: ``"threshold"`` trains until the eval metric reaches ``target_metric`` (and returns that
       model); ``"epochs"`` trains ``max_epochs`` epochs. Both stop early after ``patience`` epochs without
       improvement (``None`` disables it) and at ``max_epochs`` at the latest (0: no training at all).
-    - ``target_metric``: the absolute metric value to reach (required for ``threshold``; in ``epochs`` mode it
-      is only reported, as ``DistillResult.target_epoch``).
+    - ``target_metric``: the absolute metric value to reach (in ``epochs`` mode it is only reported, as
+      ``DistillResult.target_epoch``). A ``threshold`` plan may leave it None: the pipeline then derives it
+      from the requirements (halfway into the allowed drop); :func:`distill` itself needs it.
     - ``optimizer``: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9); ``lr`` and ``weight_decay`` apply to it.
     - ``batch_size``: training batch size (``None``: the task's).
     - ``cache_teacher``: compute teacher outputs once (``True``), on every batch (``False``, needed for
@@ -175,9 +176,6 @@ class DistillationConfig(Config):
         if self.stop not in STOP_MODES:
             raise ConfigError(f"stop mode {self.stop!r}", f"one of {', '.join(STOP_MODES)}",
                               "use stop='threshold' with target_metric, or stop='epochs'")
-        if self.stop == "threshold" and self.target_metric is None:
-            raise ConfigError("stop='threshold' without target_metric", "the metric value to reach",
-                              "set target_metric, e.g. the original metric minus the allowed drop")
         # 0 epochs is a plan without retraining (a baseline the study may try); distill() then returns the
         # student as it is, measured.
         if not (isinstance(self.max_epochs, int) and not isinstance(self.max_epochs, bool) and self.max_epochs >= 0):
@@ -533,6 +531,10 @@ def distill(student: nn.Module, task: Task, config: DistillationConfig, teacher:
     if not isinstance(config, DistillationConfig):
         raise ConfigError(f"distillation config of type {type(config).__name__}", "a DistillationConfig",
                           "pass DistillationConfig(technique=...)")
+    if config.stop == "threshold" and config.target_metric is None:
+        raise ConfigError("stop='threshold' without target_metric", "the metric value to reach",
+                          "set target_metric, e.g. the original metric minus the allowed drop, or run the plan "
+                          "through the pipeline with requirements")
     if not isinstance(student, nn.Module):
         raise DistillationError(f"a student of type {type(student).__name__}", "a torch.nn.Module",
                                 "pass the model to train")

@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from . import metrics
 from .distillation import DistillationConfig, distill
 from .errors import AutocompressError
 from .plan import Plan
@@ -38,10 +39,9 @@ def measurement_device(requirements: Requirements | None) -> str:
 
 
 def metric_drop(original: Profile, compressed: Profile) -> float:
-    """Points lost (1 point = 0.01 of a metric in [0, 1]); negative when the compressed model is better."""
-    a, b = original.metric["value"], compressed.metric["value"]
-    sign = 1.0 if original.metric.get("higher_is_better", True) else -1.0
-    return sign * (a - b) * 100.0
+    """The drop from ``original`` to ``compressed`` (points, or the metric's units: see
+    :func:`autocompress.metrics.metric_drop`); negative when the compressed model is better."""
+    return metrics.metric_drop(original.metric, compressed.metric["value"])
 
 
 def reductions(original: Profile, compressed: Profile) -> dict[str, float]:
@@ -144,7 +144,8 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
     config: DistillationConfig = plan.distillation
     if config.max_epochs > 0:
         if config.stop == "threshold" and config.target_metric is None and requirements is not None:
-            target = original.metric["value"] - requirements.max_drop_fraction / 2
+            # Aim halfway into the allowed drop, in the metric's direction and units.
+            target = metrics.metric_threshold(original.metric, requirements.max_drop / 2)
             config = config.replace(target_metric=target)
         result = distill(student, task, config, teacher=task.model, device=device, callback=epoch_callback,
                          teacher_outputs=teacher_outputs, progress=progress)

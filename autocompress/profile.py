@@ -464,7 +464,7 @@ def profile_model(model: nn.Module, example_input: ModelInput, eval_loader: Any 
     metric_info: dict[str, Any] = {"name": None, "value": None}
     if eval_loader is not None and metric is not None:
         metric_info = {"name": metric.name, "value": evaluate(subject, eval_loader, metric, dev),
-                       "higher_is_better": metric.higher_is_better}
+                       "higher_is_better": metric.higher_is_better, "scale": metric.scale}
     return Profile(
         arch_type=detect_arch(subject),
         layers=layers,

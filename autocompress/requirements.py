@@ -12,6 +12,15 @@ from .errors import ConfigError
 OBJECTIVES = ("size", "flops", "latency", "energy")
 BACKENDS = ("cpu", "gpu")
 BUDGETS = ("low", "high")
+# Energy is measured with RAPL or estimated for CPU inference only; on CUDA every trial's cost would be NaN.
+ENERGY_ON_GPU = ("--objective energy with --backend gpu", "energy is measured for the cpu backend only",
+                 "use --backend cpu, or another objective (size, flops, latency) on gpu")
+
+
+def check_objectives(requirements: "Requirements", objectives: list[str] | tuple[str, ...]) -> None:
+    """Refuse cost objectives the backend cannot measure (energy on gpu), before any work."""
+    if requirements.backend == "gpu" and "energy" in objectives:
+        raise ConfigError(ENERGY_ON_GPU[0].replace("--objective", "objective"), *ENERGY_ON_GPU[1:])
 
 
 def parse_target(value: str | float | int) -> float:
@@ -37,7 +46,12 @@ def parse_target(value: str | float | int) -> float:
 @register_config("requirements")
 @dataclass(frozen=True)
 class Requirements(Config):
-    """The user's requirements. ``max_drop`` is in metric points (1.0 = one percentage point)."""
+    """The user's requirements.
+
+    ``max_drop`` is the largest metric drop allowed: in percentage points for a fraction metric (accuracy, F1:
+    1.0 = one point = 0.01), in the metric's own units for a raw one (see :mod:`autocompress.metrics`). A
+    drop of 100 points or more is refused where the metric's scale is known (:func:`metrics.check_max_drop`).
+    """
 
     objective: str = "size"
     max_drop: float = 1.0
@@ -49,13 +63,16 @@ class Requirements(Config):
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective {self.objective!r}", f"one of {', '.join(OBJECTIVES)}",
                               "pass e.g. --objective size")
-        if not isinstance(self.max_drop, (int, float)) or not (0 <= self.max_drop < 100):
-            raise ConfigError(f"max drop {self.max_drop!r}", "metric points in [0, 100), e.g. 1 for one point",
-                              "pass e.g. --max-drop 1")
+        if isinstance(self.max_drop, bool) or not isinstance(self.max_drop, (int, float)) or \
+                not (math.isfinite(self.max_drop) and self.max_drop >= 0):
+            raise ConfigError(f"max drop {self.max_drop!r}", "a finite drop ≥ 0: metric points for accuracy or F1 "
+                              "(1 = one point), the metric's own units for a raw metric", "pass e.g. --max-drop 1")
         object.__setattr__(self, "target", parse_target(self.target))
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend {self.backend!r}", f"one of {', '.join(BACKENDS)}",
                               "pass --backend cpu or --backend gpu")
+        if self.backend == "gpu" and self.objective == "energy":
+            raise ConfigError(ENERGY_ON_GPU[0], *ENERGY_ON_GPU[1:])
         if self.budget not in BUDGETS:
             raise ConfigError(f"budget {self.budget!r}", f"one of {', '.join(BUDGETS)}",
                               "pass --budget low or --budget high")

@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from .metrics import check_max_drop, drop_unit
 from .profile import Profile
 from .requirements import Requirements
 
@@ -97,13 +98,24 @@ def choose_quantization(profile: Profile, req: Requirements) -> tuple[str, Reaso
     if req.budget == "high":
         return "qat", Reason("quantization", "qat",
                              "CPU backend with compute to retrain: quantization-aware training keeps the most accuracy")
-    if req.max_drop > QUANT_DROP_RULE:
+    allowed, what = _allowed_points(profile, req)
+    if allowed > QUANT_DROP_RULE:
         return "static", Reason("quantization", "static",
-                                f"low budget and {req.max_drop:g} points may be lost (> {QUANT_DROP_RULE:g}): "
+                                f"low budget and {what} may be lost (> {QUANT_DROP_RULE:g}): "
                                 "static int8 quantizes weights and activations")
     return "dynamic", Reason("quantization", "dynamic",
-                             f"low budget and only {req.max_drop:g} points may be lost (≤ {QUANT_DROP_RULE:g}): "
+                             f"low budget and only {what} may be lost (≤ {QUANT_DROP_RULE:g}): "
                              "dynamic int8 keeps activations in float and loses least")
+
+
+def _allowed_points(profile: Profile, req: Requirements) -> tuple[float, str]:
+    """The allowed drop in points for the quantization rule, and how to say it. A raw metric's drop (in its own
+    units) counts as the percentage of the original value it is."""
+    metric = profile.metric or {}
+    if drop_unit(metric) == "points" or not metric.get("value"):
+        return req.max_drop, f"{req.max_drop:g} points"
+    points = 100.0 * req.max_drop / abs(float(metric["value"]))
+    return points, f"{req.max_drop:g} {metric.get('name') or 'metric'} units ({points:.2g}% of its value)"
 
 
 def pruning_fold_needed(profile: Profile, req: Requirements, quant_mode: str) -> tuple[float, Reason]:
@@ -183,10 +195,13 @@ def choose_technique(profile: Profile, strategy: str) -> tuple[str, Reason]:
 
 def choose_distillation(profile: Profile, req: Requirements) -> tuple[str, Reason]:
     metric = (profile.metric or {}).get("name") or ""
+    # Hard-target distillation is cross-entropy on the ground-truth labels, which is fine-tuning: one technique.
+    hard = "hard targets (cross-entropy on the labels, i.e. fine-tuning)"
     if req.budget == "low":
-        return "hard", Reason("distillation", "hard", "low compute budget: hard-target training converges fastest")
+        return "finetune", Reason("distillation", "finetune", f"low compute budget: {hard} converge fastest")
     if metric == "accuracy":
-        return "hard", Reason("distillation", "hard", "the metric is accuracy: hard targets favour confident top-1")
+        return "finetune", Reason("distillation", "finetune", f"the metric is accuracy: {hard} favour confident "
+                                  "top-1")
     if metric in ("f1", "perplexity"):
         return "soft", Reason("distillation", "soft",
                               f"the metric is {metric}: soft targets carry the teacher's class probabilities")
@@ -205,6 +220,7 @@ CNN_FLOPS_TECHNIQUES = ("lamp", "magnitude")  # compared by the selector for a M
 def quantized_size_reduction(profile: Profile, pruned: nn.Module, example_input: Any, mode: str) -> float | None:
     """The size reduction of ``pruned`` after int8 ``mode`` (QAT's converted model is a static one), measured on
     a copy calibrated with the example input; None where quantization fails (the trial will say why)."""
+    from .errors import QuantizationError
     from .profile import serialized_size_mb
     from .quantization import quantization_config, quantize
 
@@ -213,7 +229,7 @@ def quantized_size_reduction(profile: Profile, pruned: nn.Module, example_input:
         quantized = quantize(pruned, config, calibration_loader=[example_input], example_input=example_input,
                              progress=False).model
         return profile.size_mb / serialized_size_mb(quantized)
-    except Exception:
+    except QuantizationError:
         return None
 
 
@@ -249,9 +265,10 @@ def select(profile: Profile, requirements: Requirements, model: nn.Module | None
     """
     from .distillation import DistillationConfig, technique_from_name
     from .plan import Plan
-    from .pruning import PruningConfig, solve_target
+    from .pruning import PruningConfig, PruningWarning, solve_target
     from .quantization import quantization_config
 
+    check_max_drop(profile.metric or {}, requirements.max_drop)
     reasons: list[Reason] = []
     quant_mode, reason = choose_quantization(profile, requirements)
     reasons.append(reason)
@@ -293,7 +310,8 @@ def select(profile: Profile, requirements: Requirements, model: nn.Module | None
             return solved
 
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a miss is reported in the reasons, not as a warning
+            # A target the solver misses is reported in the reasons, not also as a warning.
+            warnings.filterwarnings("ignore", category=PruningWarning)
             solved = solve_fold(fold)
             if objective == "flops" and profile.arch_type != "transformer":
                 # Techniques spread the same ratio differently over layers, and MACs sit in a few of them: the

@@ -34,7 +34,9 @@ class Task:
     ``train_data`` and ``eval_data`` are torch Datasets or DataLoaders that yield ``(input, target)``; the
     input is a tensor or a dict of tensors (passed to the model as keyword arguments). ``metric`` is
     ``"accuracy"``, ``"f1"`` (macro) or a callable ``(logits, targets) -> float``; higher is better unless
-    ``higher_is_better`` is False.
+    ``higher_is_better`` is False. ``metric_scale`` says what a drop is measured in: ``"fraction"`` (a value in
+    [0, 1], drops in percentage points; the default for the built-in metrics) or ``"raw"`` (drops in the
+    metric's own units; the default for a callable). See :mod:`autocompress.metrics`.
     """
 
     name: str
@@ -47,12 +49,13 @@ class Task:
     batch_size: int = 64
     collate_fn: Callable[[list[Any]], Any] | None = None
     higher_is_better: bool = True
+    metric_scale: str | None = None
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def resolved_metric(self) -> Metric:
-        return resolve_metric(self.metric, self.higher_is_better)
+        return resolve_metric(self.metric, self.higher_is_better, self.metric_scale)
 
     @property
     def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -101,7 +101,7 @@ def test_backs_off_an_over_aggressive_plan(digits):
     (["--objective", "speed"], "objective 'speed'; one of size, flops, latency, energy"),
     (["--target", "ten"], "target 'ten'; an X-fold reduction"),
     (["--target", "0.5"], "an X-fold reduction of at least 1×"),
-    (["--max-drop", "-1"], "max drop -1.0; metric points in [0, 100)"),
+    (["--max-drop", "-1"], "max drop -1.0; a finite drop ≥ 0: metric points for accuracy or F1"),
     (["--max-drop", "100"], "max drop 100.0"),
     (["--budget", "huge"], "budget 'huge'"),
 ])
@@ -143,3 +143,83 @@ def test_a_format_that_cannot_hold_the_plans_model_is_refused_before_the_run(tmp
     assert "--format pt2 for a model quantized with 'qat'" in result.stderr
     assert "torchscript, onnx, autocompress" in result.stderr and "attempt" not in result.stderr
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------- metric scale
+def _profile_with(metric: dict) -> autocompress.Profile:
+    return autocompress.Profile(arch_type="mlp", layers=(), params=1, flops=1, size_mb=1.0,
+                                latency_ms={"batch_1": 1.0, "batch_64": 1.0}, metric=metric, device="cpu",
+                                threads=1)
+
+
+def test_threshold_stop_follows_the_metrics_direction_and_units(monkeypatch):
+    # A lower-is-better raw metric (a mean error): the threshold stop must aim *above* the original value, by
+    # half the allowed drop in the metric's own units.
+    from autocompress.distillation import DistillationConfig, FineTune
+
+    task = autocompress.load_task("digits")
+    original = _profile_with({"name": "error", "value": 2.0, "higher_is_better": False, "scale": "raw"})
+    seen = {}
+
+    def fake_distill(student, task, config, **kwargs):
+        seen["target"] = config.target_metric
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(pipeline, "distill", fake_distill)
+    plan = Plan(distillation=DistillationConfig(technique=FineTune(), stop="threshold", max_epochs=1))
+    with pytest.raises(RuntimeError, match="stop here"):
+        pipeline.run_plan(task, plan, original, requirements=Requirements(max_drop=0.5), progress=False)
+    assert seen["target"] == pytest.approx(2.25)
+    higher = _profile_with({"name": "accuracy", "value": 0.9, "higher_is_better": True})
+    with pytest.raises(RuntimeError, match="stop here"):
+        pipeline.run_plan(task, plan, higher, requirements=Requirements(max_drop=2), progress=False)
+    assert seen["target"] == pytest.approx(0.89)  # 1 point below, in points of a fraction metric
+
+
+def test_drops_of_a_raw_metric_are_in_its_own_units():
+    from autocompress.metrics import metric_threshold
+
+    raw = {"name": "perplexity", "value": 20.0, "higher_is_better": False, "scale": "raw"}
+    assert pipeline.metric_drop(_profile_with(raw), _profile_with({**raw, "value": 20.5})) == pytest.approx(0.5)
+    assert metric_threshold(raw, 0.5) == pytest.approx(20.5)
+    fraction = {"name": "accuracy", "value": 0.9, "higher_is_better": True, "scale": "fraction"}
+    assert pipeline.metric_drop(_profile_with(fraction), _profile_with({**fraction, "value": 0.88})) == \
+        pytest.approx(2.0)
+    # A task says its scale; a callable metric is raw unless the task says fraction.
+    task = autocompress.load_task("digits")
+    import dataclasses
+
+    def error_rate(logits, targets):
+        return float((logits.argmax(1) != targets).float().mean())
+
+    custom = dataclasses.replace(task, metric=error_rate, higher_is_better=False)
+    assert custom.resolved_metric.scale == "raw"
+    assert dataclasses.replace(custom, metric_scale="fraction").resolved_metric.scale == "fraction"
+    assert autocompress.profile_task(custom, device="cpu").metric["scale"] == "raw"
+    with pytest.raises(autocompress.errors.MetricError, match="metric_scale 'percent'"):
+        dataclasses.replace(custom, metric_scale="percent").resolved_metric
+
+
+def test_a_raw_metric_accepts_drops_of_100_units_and_a_fraction_metric_does_not():
+    from autocompress.errors import ConfigError
+    from autocompress.metrics import check_max_drop
+
+    check_max_drop({"value": 300.0, "scale": "raw"}, 150.0)
+    with pytest.raises(ConfigError, match=r"metric points in \[0, 100\)"):
+        check_max_drop({"value": 0.9}, 100.0)
+    with pytest.raises(ConfigError, match="max drop -1"):
+        Requirements(max_drop=-1)
+
+
+def test_energy_on_the_gpu_backend_is_refused_up_front():
+    from autocompress.errors import ConfigError
+    from autocompress.requirements import check_objectives
+
+    with pytest.raises(ConfigError, match="energy is measured for the cpu backend only"):
+        Requirements(objective="energy", backend="gpu")
+    with pytest.raises(ConfigError, match="energy is measured for the cpu backend only"):
+        check_objectives(Requirements(objective="size", backend="gpu"), ["size", "energy"])
+    check_objectives(Requirements(objective="size", backend="cpu"), ["size", "energy"])
+    result = run_cli("study", "--task", "digits", "--backend", "gpu", "--objective", "energy", "--trials", "1")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "energy is measured for the cpu backend only" in result.stderr

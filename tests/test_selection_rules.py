@@ -4,7 +4,7 @@ from autocompress.errors import ConfigError
 from autocompress.profile import LayerStats, Profile
 from autocompress.requirements import Requirements, parse_target
 from autocompress.selection import (choose_distillation, choose_quantization, choose_strategy, choose_technique,
-                                    pruning_fold_needed, quantization_gain)
+                                    pruning_fold_needed, quantization_gain, select)
 
 
 def _profile(arch: str, layers: list[tuple[str, int, int]], metric: str = "accuracy") -> Profile:
@@ -35,8 +35,11 @@ def test_requirements_validate_each_field():
         Requirements(objective="speed")
     with pytest.raises(ConfigError, match="max drop -1"):
         Requirements(max_drop=-1)
+    with pytest.raises(ConfigError, match="max drop inf"):
+        Requirements(max_drop=float("inf"))
+    # 100 points is refused once the metric's scale is known (a raw metric may allow 100 of its units).
     with pytest.raises(ConfigError, match="max drop 100"):
-        Requirements(max_drop=100)
+        select(CNN, Requirements(max_drop=100))
     with pytest.raises(ConfigError, match="backend 'tpu'"):
         Requirements(backend="tpu")
     assert Requirements(target="75%").target == pytest.approx(4.0)
@@ -97,8 +100,8 @@ def test_technique_rules_cover_each_branch():
 
 
 def test_distillation_rules_cover_each_branch():
-    assert choose_distillation(BERT, Requirements(budget="low"))[0] == "hard"
-    assert choose_distillation(CNN, Requirements())[0] == "hard"
+    assert choose_distillation(BERT, Requirements(budget="low"))[0] == "finetune"
+    assert choose_distillation(CNN, Requirements())[0] == "finetune"
     technique, reason = choose_distillation(BERT, Requirements())
     assert technique == "soft" and "the metric is f1" in reason.rule
     custom = _profile("mlp", [("Linear", 1, 1)], metric="mse")
