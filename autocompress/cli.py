@@ -18,7 +18,8 @@ from .errors import AutocompressError
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
-EXIT_TARGET_MISSED = 3  # the threshold held but the target was not reached (the best result is still written)
+EXIT_TARGET_MISSED = 3  # the threshold held but the target was not reached, or a requested format was skipped
+# because back-off changed the quantization mode (the best result is still written)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,17 +56,6 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                              "file names: only for a file you made or trust")
 
 
-def _require_gpu_backend(requirements: Any) -> None:
-    """``--backend gpu`` measures on CUDA: fail now, with a clear message, rather than after the work."""
-    import torch
-
-    from .errors import DeviceError
-
-    if requirements.backend == "gpu" and not torch.cuda.is_available():
-        raise DeviceError("--backend gpu, but no CUDA GPU is available on this machine",
-                          "a machine with a CUDA GPU for the gpu backend", "use --backend cpu, or run on a GPU machine")
-
-
 def _task_of(args: argparse.Namespace) -> Any:
     """The task named by --task, with --model's weights when given."""
     from .task import load_task, validate_task
@@ -91,7 +81,9 @@ def _add_requirement_options(parser: argparse.ArgumentParser) -> None:
                         help="what to reduce: size, flops, latency (batch-64 CPU) or energy (an estimate unless "
                              "RAPL is readable) (default: size)")
     parser.add_argument("--max-drop", default="1", metavar="D",
-                        help="metric points the compressed model may lose, e.g. 1 = one percentage point "
+                        help="the largest metric drop allowed: percentage points for accuracy and F1 (1 = one "
+                             "point), the metric's own units for a task whose metric is raw, e.g. a perplexity "
+                             "(Task.metric_scale; callable metrics are raw unless the task says fraction) "
                              "(default: 1)")
     parser.add_argument("--target", default="2", metavar="X",
                         help="X-fold reduction of the objective, e.g. 10 or 10x, or a percentage such as 90%% "
@@ -147,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Choose the rule plan and run it: prune, distil (QAT inside the loop), "
                                         "quantize, measure. Backs off when the metric drop exceeds --max-drop. "
                                         "Exit codes: 0 target met within the threshold; 3 threshold held but "
-                                        "target missed (best result still written); 2 bad input.")
+                                        "target missed, or a --format skipped because back-off changed the "
+                                        "quantization mode (best result still written); 2 bad input.")
     _add_task_options(p)
     _add_model_options(p)
     _add_requirement_options(p)
@@ -252,51 +245,9 @@ def _add_dashboard_command(commands: Any) -> None:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    import importlib.util
-    import socket
-    import subprocess
+    from .dashboard_server import serve_dashboard
 
-    from .errors import ConfigError
-    from pathlib import Path
-
-    from .study import load_study, mask_url, resolve_storage, storage_file
-
-    url = args.storage or DEFAULT_DASHBOARD_STORAGE
-    # A malformed URL or an unreachable server fails here, in one line. A SQLite or journal file is not opened
-    # (that would create it): the dashboard itself says when it is missing.
-    file = storage_file(url) if "://" in url else None
-    if file is None:
-        resolve_storage(url)
-    if args.name and (file is None or Path(file).is_file()):
-        load_study(args.name, url)  # a study that does not exist is a one-line error
-    if not 0 < args.port < 65536:
-        raise ConfigError(f"--port {args.port}", "a TCP port in 1..65535", "pass e.g. --port 8501")
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no owner
-        try:
-            probe.bind((args.host, args.port))
-        except OSError as exc:
-            raise ConfigError(f"{args.host}:{args.port} is not free ({exc.strerror})", "a free port",
-                              "pass another --port") from None
-    spec = importlib.util.find_spec("dashboard.app")
-    if spec is None or spec.origin is None:
-        raise ConfigError("no dashboard package installed beside autocompress", "the dashboard/ folder of the "
-                          "autocompress checkout", "reinstall with `pip install -e .` from the checkout")
-    env = dict(os.environ, AUTOCOMPRESS_DASHBOARD_STORAGE=url)  # in the environment, not on the command line
-    if args.name:
-        env["AUTOCOMPRESS_DASHBOARD_STUDY"] = args.name
-    command = [sys.executable, "-m", "streamlit", "run", spec.origin, "--server.address", args.host,
-               "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none", "--global.developmentMode", "false",
-               "--client.toolbarMode", "viewer"]
-    sys.stderr.write(f"dashboard on http://{args.host}:{args.port} for {mask_url(url)} (Ctrl+C stops it)\n")
-    try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        return 0
-
-
-DEFAULT_DASHBOARD_STORAGE = "sqlite:///studies/autocompress.db"
+    return serve_dashboard(args.storage, args.name, args.host, args.port, log=lambda m: sys.stderr.write(m + "\n"))
 
 
 def _add_bench_command(commands: Any) -> None:
@@ -343,13 +294,13 @@ def _study_argv(argv: list[str]) -> list[str]:
 def _cmd_study_run(args: argparse.Namespace) -> int:
     import time
 
+    from .device import require_backend
+    from .requirements import with_objectives
     from .study import finished_trials, is_feasible, mask_url, pareto, parse_objectives, resolve_storage, run_study
 
-    requirements = _requirements(args)
     objectives = parse_objectives(args.objective, args.objectives)
-    if args.objectives and requirements.objective not in objectives:
-        requirements = requirements.replace(objective=objectives[0])
-    _require_gpu_backend(requirements)
+    requirements = with_objectives(_requirements(args), objectives)
+    require_backend(requirements.backend)
     _, url = resolve_storage(args.storage)
     started = time.perf_counter()
     header = f"{'trial':>5}  {'plan':<58} {'metric':>7} {'drop':>6}  " + "  ".join(
@@ -444,7 +395,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .study import dumps, export_trial, load_study, pick_trial
 
     study = load_study(args.name, args.storage)
-    trial = pick_trial(study, number=args.trial, best=args.best, prefer=args.prefer)
+    trial = pick_trial(study, number=args.trial, prefer=args.prefer)
     figures = export_trial(study, trial, args.format, args.out, artifacts=args.artifacts, overwrite=args.overwrite)
     if args.json:
         print(dumps(figures))
@@ -467,21 +418,14 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _selection(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-    from .pipeline import measurement_device
-    from .profile import profile_task
-    from .selection import select
+def _selection(args: argparse.Namespace) -> tuple[Any, Any]:
+    from .selection import plan_task
 
-    requirements = _requirements(args)
-    _require_gpu_backend(requirements)
-    task = _task_of(args)
-    profile = profile_task(task, device=measurement_device(requirements), threads=args.threads)
-    selection = select(profile, requirements, task.model, task.example_input, progress=True)
-    return task, profile, requirements, selection
+    return plan_task(_task_of(args), _requirements(args), threads=args.threads, progress=True)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    _, profile, _, selection = _selection(args)
+    profile, selection = _selection(args)
     if args.json:
         print(json.dumps({"profile": profile.to_dict(), **selection.to_dict()}, indent=2))
         return 0
@@ -495,90 +439,35 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_out(path: str, overwrite: bool) -> Any:
-    import os
-    from pathlib import Path
-
-    from .errors import ConfigError
-
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {path!r} exists and is not a directory", "a directory path (new or empty)",
-                          "choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"--out {path!r} already holds files", "a new or empty directory",
-                          "choose another --out, or pass --overwrite to replace an earlier run's files")
-    parent = out if out.exists() else next((p for p in out.absolute().parents if p.exists()), Path("/"))
-    writable = os.access(parent, os.W_OK)
-    if writable:  # root passes os.access almost everywhere; an unnamed temporary file is the real test
-        import tempfile
-
-        try:
-            with tempfile.TemporaryFile(dir=parent):
-                pass
-        except OSError:
-            writable = False
-    if not writable:
-        raise ConfigError(f"--out {path!r} is not writable", "a directory you can write to",
-                          "choose another --out")
-    return out
-
-
 def _cmd_compress(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from . import pipeline
-    from .export import SUFFIXES, export_model
-    from .report import write_report
+    from .compress import compress, prepare_out
+    from .device import require_backend
+    from .pipeline import check_attempts
 
     err = Console(stderr=True)
-    out = _prepare_out(args.out, args.overwrite)
-    task, profile, requirements, selection = _selection(args)
-    _check_formats(args.format, selection.plan.quantization_mode)
-    err.print(f"plan: {selection.plan.summary()}")
-    result = pipeline.run(task, selection.plan, requirements, original=profile, device=args.device,
-                          max_attempts=args.attempts, log=err.print)
-    out.mkdir(parents=True, exist_ok=True)
-    report = result.report([str(r) for r in selection.reasons])
-    report["requirements"] = requirements.to_dict()
-    report["task"] = task.name
-    title = f"{task.name}: {requirements.objective} {requirements.target:g}× within {requirements.max_drop:g} points"
-    exports: dict[str, Any] = {}
-    report["exports"] = exports
-    # The archive and the report first: a format that fails afterwards must not cost the run's result.
-    for fmt in ["autocompress", *args.format]:
-        if fmt != "autocompress":
-            write_report(out, report, title)
-            _check_formats([fmt], result.plan.quantization_mode)
-        suffix = SUFFIXES[fmt]
-        exported = export_model(result.model, fmt, out / f"model.{suffix}", task.example_input,
-                                check_inputs=task.eval_loader(), plan=result.plan.to_dict(),
-                                base_model=task.model, overwrite=args.overwrite)
-        exports[fmt] = {"path": str(exported.path), "check": exported.check_metric, "value": exported.check_value}
-    write_report(out, report, title)
+    check_attempts(args.attempts)  # before the task is imported: bad options fail at once
+    prepare_out(args.out, args.overwrite)
+    requirements = _requirements(args)
+    require_backend(requirements.backend)
+    outcome = compress(_task_of(args), requirements, args.out, formats=args.format, attempts=args.attempts,
+                       overwrite=args.overwrite, device=args.device, threads=args.threads, log=err.print)
+    result, report, out = outcome.result, outcome.report, outcome.out
     if args.json:
         print(json.dumps(report, indent=2, default=float))
     else:
         _print_compress_summary(report, out)
     for note in result.notes:
         err.print(f"note: {note}")
-    if result.target_met:
+    for fmt, why in outcome.skipped.items():
+        err.print(f"skipped --format {fmt}: {why}")
+    if outcome.complete:
         return 0
-    err.print(f"target not reached: {result.reduction[requirements.objective]:.2f}× {requirements.objective} "
-              f"(wanted {requirements.target:g}×) within {requirements.max_drop:g} points; the best result is in {out}")
+    if not result.target_met:
+        err.print(f"target not reached: {result.reduction[requirements.objective]:.2f}× {requirements.objective} "
+                  f"(wanted {requirements.target:g}×) within {requirements.max_drop:g}; the best result is in {out}")
     return EXIT_TARGET_MISSED
-
-
-def _check_formats(formats: list[str], mode: str) -> None:
-    from .errors import ConfigError
-    from .export import formats_for_mode
-
-    able = formats_for_mode(mode)
-    for fmt in formats:
-        if fmt not in able:
-            raise ConfigError(f"--format {fmt} for a model quantized with {mode!r}",
-                              f"a format that can hold it: {', '.join(able)}",
-                              f"drop --format {fmt}; the autocompress archive is always written")
 
 
 def _print_compress_summary(report: dict[str, Any], out: Any) -> None:

@@ -36,3 +36,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         f"one of {', '.join(DEVICE_CHOICES)}",
         "pass --device auto, cpu or cuda",
     )
+
+
+def require_backend(backend: str) -> None:
+    """``--backend gpu`` measures on CUDA: fail now, with a clear message, rather than after the work."""
+    if backend == "gpu" and not torch.cuda.is_available():
+        raise DeviceError("--backend gpu, but no CUDA GPU is available on this machine",
+                          "a machine with a CUDA GPU for the gpu backend", "use --backend cpu, or run on a GPU machine")

@@ -19,7 +19,7 @@ from torch import nn
 
 from . import metrics
 from .distillation import DistillationConfig, distill
-from .errors import AutocompressError
+from .errors import AutocompressError, ConfigError
 from .plan import Plan
 from .profile import Profile, profile_model, profile_task
 from .pruning import prune
@@ -31,6 +31,13 @@ from .task import Task
 MAX_ATTEMPTS = 4
 MILDER_QUANTIZATION = {"qat": "dynamic", "static": "dynamic", "dynamic": "none", "none": None}
 REDUCTION_KEYS = ("size", "flops", "latency", "energy")
+
+
+def check_attempts(attempts: int) -> None:
+    """At least one pipeline run: with none, nothing would be compressed."""
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise ConfigError(f"--attempts {attempts}", "at least 1 pipeline run",
+                          f"pass e.g. --attempts {MAX_ATTEMPTS} (the default)")
 
 
 def measurement_device(requirements: Requirements | None) -> str:
@@ -217,6 +224,7 @@ def run(task: Task, plan: Plan, requirements: Requirements, *, original: Profile
     Returns the attempt with the largest reduction that holds the threshold; if none does, the original
     model, measured, with a note.
     """
+    check_attempts(max_attempts)
     started = time.perf_counter()
     original = original or profile_task(task, device=measurement_device(requirements))
     objective = requirements.objective

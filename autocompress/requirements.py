@@ -17,7 +17,7 @@ ENERGY_ON_GPU = ("--objective energy with --backend gpu", "energy is measured fo
                  "use --backend cpu, or another objective (size, flops, latency) on gpu")
 
 
-def check_objectives(requirements: "Requirements", objectives: list[str] | tuple[str, ...]) -> None:
+def check_objectives(requirements: Requirements, objectives: list[str] | tuple[str, ...]) -> None:
     """Refuse cost objectives the backend cannot measure (energy on gpu), before any work."""
     if requirements.backend == "gpu" and "energy" in objectives:
         raise ConfigError(ENERGY_ON_GPU[0].replace("--objective", "objective"), *ENERGY_ON_GPU[1:])
@@ -81,3 +81,12 @@ class Requirements(Config):
     def max_drop_fraction(self) -> float:
         """The allowed drop on the metric's own [0, 1] scale (built-in metrics are fractions)."""
         return self.max_drop / 100.0
+
+
+def with_objectives(requirements: Requirements, objectives: list[str] | tuple[str, ...]) -> Requirements:
+    """The requirements of a study that minimises ``objectives``: the primary objective (the one the target
+    and the seed plan aim at) is ``requirements.objective`` when it is among them, else the first one."""
+    check_objectives(requirements, objectives)
+    if objectives and requirements.objective not in objectives:
+        return requirements.replace(objective=objectives[0])
+    return requirements

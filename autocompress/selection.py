@@ -386,3 +386,15 @@ def select(profile: Profile, requirements: Requirements, model: nn.Module | None
         quantization=quantization_config(quant_mode, backend=backend),
     )
     return Selection(plan=plan, reasons=tuple(reasons), requirements=requirements, pruning_target=fold)
+
+
+def plan_task(task: Any, requirements: Requirements, threads: int | None = None,
+              progress: bool = False) -> tuple[Profile, Selection]:
+    """Profile ``task``'s model on the deployment backend and pick its seed plan: ``(profile, selection)``."""
+    from .device import require_backend
+    from .pipeline import measurement_device
+    from .profile import profile_task
+
+    require_backend(requirements.backend)
+    profile = profile_task(task, device=measurement_device(requirements), threads=threads)
+    return profile, select(profile, requirements, task.model, task.example_input, progress=progress)

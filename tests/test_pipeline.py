@@ -223,3 +223,37 @@ def test_energy_on_the_gpu_backend_is_refused_up_front():
     result = run_cli("study", "--task", "digits", "--backend", "gpu", "--objective", "energy", "--trials", "1")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "energy is measured for the cpu backend only" in result.stderr
+
+
+def test_zero_attempts_is_a_one_line_error(tmp_path):
+    result = run_cli("compress", "--task", "digits", "--attempts", "0", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "--attempts 0; at least 1 pipeline run" in result.stderr
+    assert not (tmp_path / "run").exists()
+    task = autocompress.load_task("digits")
+    with pytest.raises(autocompress.ConfigError, match="at least 1 pipeline run"):
+        pipeline.run(task, Plan(), Requirements(), max_attempts=0, progress=False)
+
+
+def test_a_format_the_backed_off_model_cannot_hold_is_skipped_and_said(tmp_path, monkeypatch, digits):
+    # Back-off may move a QAT plan to dynamic int8, which ONNX cannot hold. The run's result is still written;
+    # the format is skipped with its reason (exit 3 in the CLI), not a "bad input" error after the work.
+    from autocompress.compress import compress
+    from autocompress.quantization import quantization_config
+
+    task, profile = digits
+
+    def backed_off(task, plan, requirements, **kwargs):
+        dynamic = plan.replace(quantization=quantization_config("dynamic"))
+        return pipeline.PipelineResult(model=task.model, plan=dynamic, original=profile, compressed=profile,
+                                       metric_drop=0.0, reduction={k: 1.0 for k in pipeline.REDUCTION_KEYS},
+                                       feasible=True, target_met=True)
+
+    monkeypatch.setattr(pipeline, "run", backed_off)
+    outcome = compress(task, Requirements(objective="size", target=2, budget="high"), tmp_path / "run",
+                       formats=["onnx"])
+    assert set(outcome.skipped) == {"onnx"} and "from qat to dynamic" in outcome.skipped["onnx"]
+    assert not outcome.complete
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert "onnx" in report["skipped_formats"] and set(report["exports"]) == {"autocompress"}
+    assert (tmp_path / "run" / "model.acz").is_file() and not (tmp_path / "run" / "model.onnx").exists()
