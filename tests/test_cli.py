@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import torch
 from torchvision.models import resnet18
@@ -93,3 +96,60 @@ def test_a_closed_pipe_is_not_an_error():
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0
     assert b"error" not in stderr and b"Traceback" not in stderr
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _children_of(pid: int) -> list[int]:
+    from pathlib import Path
+
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:  # the process ended while we read
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+def test_sigterm_to_dashboard_stops_its_server(tmp_path):
+    # A supervisor stops `autocompress dashboard` with SIGTERM: the Streamlit child must not live on, listening.
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "autocompress", "dashboard", "--storage",
+               f"sqlite:///{tmp_path}/none.db", "--port", str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not _listening(port):
+            assert proc.poll() is None, "the dashboard command exited before serving"
+            assert time.monotonic() < deadline, "the dashboard did not start listening within 120 s"
+            time.sleep(0.5)
+        children = _children_of(proc.pid)
+        assert children, "the dashboard runs Streamlit as a child process"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        time.sleep(0.5)
+        assert not _listening(port), f"port {port} still served after SIGTERM"
+        alive = [pid for pid in children if os.path.exists(f"/proc/{pid}") and
+                 "zombie" not in open(f"/proc/{pid}/status").read()]
+        assert not alive, f"Streamlit child {alive} outlived the dashboard command"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in children + _children_of(proc.pid):
+            if os.path.exists(f"/proc/{pid}"):
+                os.kill(pid, signal.SIGKILL)
