@@ -61,19 +61,22 @@ def detect_arch(model: nn.Module) -> str:
 
 # --------------------------------------------------------------------------------------------- parameters
 def _own_param_count(module: nn.Module) -> int:
-    """Parameters held directly by ``module``, including the packed weights of quantized layers."""
+    """Parameters held directly by ``module``, including the weights of quantized layers.
+
+    torch.ao's int8 layers keep weight and bias in packed params (Linear, Conv, Embedding: ``weight()`` and
+    ``bias()``) or per-gate packed weights (dynamic LSTM/GRU: ``get_weight()``/``get_bias()``), not in
+    nn.Parameters; they are counted the same way as the float layer's.
+    """
     count = sum(p.numel() for p in module.parameters(recurse=False))
-    # Quantized layers keep weight and bias in packed params, not nn.Parameters; count them the same way.
-    weight_fn = getattr(module, "weight", None)
-    if callable(weight_fn) and not isinstance(weight_fn, nn.Module) and hasattr(module, "_packed_params"):
-        try:
-            count += weight_fn().numel()
-            bias_fn = getattr(module, "bias", None)
-            bias = bias_fn() if callable(bias_fn) else None
-            if bias is not None:
-                count += bias.numel()
-        except Exception:
-            pass
+    if not _is_quantized_module(module):
+        return count
+    weight_fn, bias_fn = getattr(module, "weight", None), getattr(module, "bias", None)
+    if hasattr(module, "_packed_params") and callable(weight_fn) and not isinstance(weight_fn, nn.Module):
+        bias = bias_fn() if callable(bias_fn) else None
+        return count + weight_fn().numel() + (bias.numel() if bias is not None else 0)
+    if callable(getattr(module, "get_weight", None)) and callable(getattr(module, "get_bias", None)):
+        tensors = [*module.get_weight().values(), *module.get_bias().values()]
+        return count + sum(t.numel() for t in tensors if t is not None)
     return count
 
 
@@ -201,7 +204,8 @@ def module_flops(model: nn.Module, example_input: ModelInput) -> dict[str, int]:
     model.eval()
     try:
         with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
+            # fvcore traces the model with torch.jit: tracing warnings say nothing about the MAC count.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             analysis, prefix = _fvcore_analysis(model, example_input)
             by_module = analysis.by_module()
     finally:
@@ -366,13 +370,18 @@ def measure_energy(model: nn.Module, example_input: ModelInput, latency_ms: floa
     quantized = is_quantized(model)
     if _rapl_energy_uj() is not None:
         x = repeat_to_batch(to_device(example_input, "cpu"), batch)
-        with fixed_threads(threads), torch.inference_mode():
-            for _ in range(WARMUP_RUNS):
-                call_model(model, x)
-            start = _rapl_energy_uj()
-            for _ in range(runs):
-                call_model(model, x)
-            end = _rapl_energy_uj()
+        was_training = model.training
+        model.eval()  # inference, as deployed: dropout off, BatchNorm on its running statistics
+        try:
+            with fixed_threads(threads), torch.inference_mode():
+                for _ in range(WARMUP_RUNS):
+                    call_model(model, x)
+                start = _rapl_energy_uj()
+                for _ in range(runs):
+                    call_model(model, x)
+                end = _rapl_energy_uj()
+        finally:
+            model.train(was_training)
         if start is not None and end is not None and end > start:
             return {"batch_64" if batch == 64 else f"batch_{batch}": (end - start) / 1000.0 / runs,
                     "method": "rapl"}

@@ -117,3 +117,55 @@ def test_profile_does_not_modify_the_model():
     assert profile.params == count_params(model) == 8 * 16 + 16 + 16 * 3 + 3
     assert profile.arch_type == "mlp"
     assert set(profile.latency_ms) == {"batch_1", "batch_64"}
+
+
+def test_quantized_recurrent_and_embedding_layers_keep_their_parameter_count():
+    # Dynamic int8 LSTMs keep their weights in per-gate packed params: they used to count as 0 parameters.
+    import warnings
+
+    from autocompress.profile import count_params
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.lstm, self.head = nn.Embedding(100, 16), nn.LSTM(16, 8), nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.head(self.lstm(self.embed(x))[0])
+
+    model = Tagger()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        quantized = torch.ao.quantization.quantize_dynamic(model, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
+        embedding = torch.ao.nn.quantized.Embedding.from_float(
+            _with_qconfig(nn.Embedding(100, 16), torch.ao.quantization.float_qparams_weight_only_qconfig))
+    assert count_params(quantized) == count_params(model) == 100 * 16 + 4 * 8 * (16 + 8 + 2) + 8 * 4 + 4
+    assert count_params(embedding) == 100 * 16
+
+
+def _with_qconfig(module, qconfig):
+    module.qconfig = qconfig
+    return module
+
+
+def test_rapl_energy_is_measured_in_eval_mode(monkeypatch):
+    # Energy is an inference cost: dropout and BatchNorm must run as deployed, whatever mode the caller left.
+    from autocompress import profile as profile_module
+
+    counter = iter(range(0, 10**9, 1000))
+    monkeypatch.setattr(profile_module, "_rapl_energy_uj", lambda: next(counter))
+    modes = []
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            modes.append(self.training)
+            return self.fc(x)
+
+    model = Recorder().train()
+    energy = profile_module.measure_energy(model, torch.rand(1, 4), latency_ms=1.0, flops=8, batch=4, threads=1)
+    assert energy["method"] == "rapl" and modes and not any(modes)
+    assert model.training  # the caller's mode is restored
