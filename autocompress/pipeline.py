@@ -51,18 +51,41 @@ def metric_drop(original: Profile, compressed: Profile) -> float:
     return metrics.metric_drop(original.metric, compressed.metric["value"])
 
 
-def reductions(original: Profile, compressed: Profile) -> dict[str, float]:
-    """X-fold reductions (original / compressed) of size, MACs, batch-64 latency and batch-64 energy."""
+def reductions(original: Profile, compressed: Profile, side_by_side: dict[str, Any] | None = None) -> dict[
+        str, float]:
+    """X-fold reductions (original / compressed) of size, MACs, batch-64 latency and batch-64 energy.
+
+    Latency and energy come from ``side_by_side`` (both models measured in one window, see
+    :mod:`autocompress.compare`) when given: a ratio of two profiles taken at different times measures the
+    machine's load as much as the model.
+    """
 
     def fold(a: float | None, b: float | None) -> float:
         return float(a) / float(b) if a and b else float("nan")
 
+    same_window = side_by_side or {}
     return {
         "size": fold(original.size_mb, compressed.size_mb),
         "flops": fold(original.flops, compressed.flops),
-        "latency": fold(original.latency_ms["batch_64"], compressed.latency_ms["batch_64"]),
-        "energy": fold((original.energy_mj or {}).get("batch_64"), (compressed.energy_mj or {}).get("batch_64")),
+        "latency": (same_window["latency"]["ratio"] if same_window.get("latency") else
+                    fold(original.latency_ms["batch_64"], compressed.latency_ms["batch_64"])),
+        "energy": (same_window["energy"]["ratio"] if same_window.get("energy") else
+                   fold((original.energy_mj or {}).get("batch_64"), (compressed.energy_mj or {}).get("batch_64"))),
     }
+
+
+def measure_side_by_side(task: Task, candidate: nn.Module, original: Profile, compressed: Profile,
+                         device: str) -> dict[str, Any]:
+    """The original and ``candidate`` measured in one window: batch-64 latency, and energy on CPU."""
+    from .compare import energy_side_by_side, latency_side_by_side
+
+    latency = latency_side_by_side(task.model, candidate, task.example_input, device=device,
+                                   threads=original.threads)
+    energy = None
+    if device == "cpu":
+        energy = energy_side_by_side(task.model, candidate, task.example_input, (original.flops, compressed.flops),
+                                     latency, threads=original.threads)
+    return {"latency": latency, "energy": energy}
 
 
 @dataclass(frozen=True)
@@ -83,6 +106,7 @@ class PipelineResult:
     attempts: tuple[dict[str, Any], ...] = ()
     notes: tuple[str, ...] = ()
     timing: dict[str, float] = field(default_factory=dict)  # seconds per stage: prune, distill, quantize, measure
+    side_by_side: dict[str, Any] = field(default_factory=dict)  # the same-window figures behind latency/energy
 
     def report(self, reasons: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
         """The stable report: ``original``, ``compressed``, ``reduction``, ``metric_drop``, ``plan``, ``reasons``."""
@@ -103,6 +127,7 @@ class PipelineResult:
             "reasons": list(reasons),
             "attempts": list(self.attempts),
             "notes": list(self.notes),
+            "side_by_side": dict(self.side_by_side),
             "seconds": self.seconds,
         }
 
@@ -169,9 +194,10 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
 
     compressed = profile_model(student, task.example_input, task.eval_loader(), task.resolved_metric,
                                device=measure_on, threads=original.threads, task_name=task.name)
+    side_by_side = measure_side_by_side(task, student, original, compressed, measure_on)
     lap("measure")
     drop = metric_drop(original, compressed)
-    reduction = reductions(original, compressed)
+    reduction = reductions(original, compressed, side_by_side)
     feasible = target_met = None
     if requirements is not None:
         feasible = drop <= requirements.max_drop + 1e-9
@@ -179,7 +205,7 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
     return PipelineResult(model=student, plan=plan, original=original, compressed=compressed, metric_drop=drop,
                           reduction=reduction, feasible=feasible, target_met=target_met,
                           seconds=time.perf_counter() - started, distillation=distil_info, pruning=pruning_info,
-                          notes=tuple(notes), timing=timing)
+                          notes=tuple(notes), timing=timing, side_by_side=side_by_side)
 
 
 def _attempt_record(result: PipelineResult, objective: str) -> dict[str, Any]:
@@ -290,4 +316,4 @@ def run(task: Task, plan: Plan, requirements: Requirements, *, original: Profile
                           metric_drop=best.metric_drop, reduction=best.reduction, feasible=best.feasible,
                           target_met=best.target_met, seconds=time.perf_counter() - started,
                           distillation=best.distillation, pruning=best.pruning, attempts=tuple(attempts),
-                          notes=tuple(list(best.notes) + notes))
+                          notes=tuple(list(best.notes) + notes), side_by_side=best.side_by_side)

@@ -332,7 +332,7 @@ def test_shared_teacher_cache_keeps_distillations_checks(monkeypatch):
     with pytest.raises(DistillationError, match="random transform"):
         distill(mlp(2), task, config, teacher=mlp(7), teacher_outputs=stale, device="cpu", progress=False)
     # The size cap applies to a shared cache as well (96 samples x 3 logits x 4 bytes = 1152 bytes).
-    import autocompress.distillation as distillation
+    import autocompress.distillation.teacher as distillation
 
     monkeypatch.setattr(distillation, "TEACHER_CACHE_MAX_BYTES", 100)
     with pytest.raises(DistillationError, match="at most"):
