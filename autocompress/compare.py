@@ -58,7 +58,7 @@ def _summary(original: list[float], candidate: list[float], unit: str, method: s
     ratios = [o / c for o, c in zip(original, candidate) if c > 0]
     return {f"original_{unit}": statistics.median(original), f"compressed_{unit}": statistics.median(candidate),
             "ratio": statistics.median(ratios) if ratios else float("nan"), "rounds": len(ratios),
-            "method": method}
+            "method": method, f"original_rounds_{unit}": original, f"compressed_rounds_{unit}": candidate}
 
 
 @contextmanager
@@ -129,6 +129,9 @@ def energy_side_by_side(original: nn.Module, candidate: nn.Module, example_input
             a, b = _interleaved(joules(run_a), joules(run_b), rounds)
         if all(v > 0 for v in a + b):
             return _summary(a, b, "mj", "rapl")
-    estimate_a = estimate_energy_mj(latency["original_ms"], flops[0], batch, threads, is_quantized(original))
-    estimate_b = estimate_energy_mj(latency["compressed_ms"], flops[1], batch, threads, is_quantized(candidate))
-    return _summary([estimate_a], [estimate_b], "mj", "estimate")
+    # The estimate of each round from that round's latencies, so that the ratio keeps the pairing.
+    a = [estimate_energy_mj(ms, flops[0], batch, threads, is_quantized(original))
+         for ms in latency["original_rounds_ms"]]
+    b = [estimate_energy_mj(ms, flops[1], batch, threads, is_quantized(candidate))
+         for ms in latency["compressed_rounds_ms"]]
+    return _summary(a, b, "mj", "estimate")

@@ -266,11 +266,12 @@ def test_a_slow_down_while_only_the_original_was_measured_does_not_change_the_ra
     import dataclasses
 
     from autocompress.distillation import DistillationConfig
+    from autocompress.pruning import PruningConfig
 
     task, quiet = digits
     busy = dataclasses.replace(quiet, latency_ms={k: 20 * v for k, v in quiet.latency_ms.items()},
                                energy_mj={**quiet.energy_mj, "batch_64": 20 * quiet.energy_mj["batch_64"]})
-    unchanged = Plan(distillation=DistillationConfig(max_epochs=0))
+    unchanged = Plan(pruning=PruningConfig(ratio=0.0), distillation=DistillationConfig(max_epochs=0))
     ratios = []
     for original in (quiet, busy):
         result = pipeline.run_plan(task, unchanged, original, requirements=Requirements(), progress=False)
