@@ -396,5 +396,6 @@ def plan_task(task: Any, requirements: Requirements, threads: int | None = None,
     from .profile import profile_task
 
     require_backend(requirements.backend)
+    check_max_drop({"scale": task.resolved_metric.scale}, requirements.max_drop)  # before the work
     profile = profile_task(task, device=measurement_device(requirements), threads=threads)
     return profile, select(profile, requirements, task.model, task.example_input, progress=progress)
