@@ -9,6 +9,7 @@ pruned architecture: :func:`rebuild` applies the record to a copy of the origina
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,20 +50,31 @@ def capture(model: nn.Module) -> dict[str, Any]:
         modules[name] = {"class": f"{type(module).__module__}.{type(module).__qualname__}",
                          "attrs": _attrs(module), "tensors": tensors}
     record: dict[str, Any] = {"version": ARCH_VERSION, "modules": modules}
-    config = _hf_config(model)
-    if config is not None:
+    config = hf_config(model)
+    widths = {k: getattr(config, k) for k in HF_CONFIG_FIELDS if hasattr(config, k)} if config is not None else {}
+    if widths:
         # Pruning patches the Hugging Face config (widths, heads); a rebuilt model must carry the same config, or
         # save_pretrained would write the unpruned one.
-        record["hf_config"] = {k: getattr(config, k) for k in HF_CONFIG_FIELDS if hasattr(config, k)}
+        record["hf_config"] = widths
     return record
 
 
 HF_CONFIG_FIELDS = ("hidden_size", "num_attention_heads", "intermediate_size")
 
 
-def _hf_config(model: nn.Module) -> Any:
+def hf_config(model: nn.Module) -> Any:
+    """The Hugging Face config of ``model`` (a ``PretrainedConfig``, attention or not), or None.
+
+    Checked by type, not by attribute names: a user's own ``config`` object is never mistaken for one and
+    written to, and every Hugging Face model is recognised, so pruning can say when its config cannot
+    describe the pruned widths. ``transformers`` is only looked at if already imported (an HF model implies it).
+    """
+    if "transformers" not in sys.modules:
+        return None
+    from transformers import PretrainedConfig
+
     config = getattr(model, "config", None)
-    return config if hasattr(config, "to_dict") and hasattr(config, "num_attention_heads") else None
+    return config if isinstance(config, PretrainedConfig) else None
 
 
 def rebuild(base_model: nn.Module, record: Mapping[str, Any]) -> nn.Module:
@@ -98,7 +110,7 @@ def rebuild(base_model: nn.Module, record: Mapping[str, Any]) -> nn.Module:
                     module._buffers[key] = torch.zeros(shape, dtype=torch_dtype)
             else:
                 raise ValueError(f"module {name!r} of the base model has no tensor {key!r}")
-    config = _hf_config(model)
+    config = hf_config(model)
     for key, value in record.get("hf_config", {}).items():
         if config is not None:
             setattr(config, key, value)

@@ -1,6 +1,7 @@
 """Structured pruning: real reductions, measured; inputs, outputs and the caller's model kept intact."""
 
-import io
+import dataclasses
+import json
 import warnings
 
 import pytest
@@ -8,13 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autocompress import _arch
 from autocompress.config import Config
 from autocompress.errors import AutocompressError
 from autocompress.profile import count_flops, count_params
 from autocompress.pruning import (
-    TECHNIQUES, BNScaleImportanceConfig, MagnitudeImportanceConfig, PruningConfig, PruningError,
-    PruningWarning, architecture_state, prune, rebuild, solve_target, technique_config,
+    IMPORTANCE, TECHNIQUES, BNScaleImportanceConfig, MagnitudeImportanceConfig, PruningConfig, PruningError,
+    PruningWarning, prune, solve_target, technique_config,
 )
+from autocompress.pruning.graph import channel_groups
 from autocompress.tasks.digits import DigitsCNN
 
 from .conftest import tiny_bert
@@ -256,21 +259,119 @@ def test_vit_heads_and_mlp_pruned():
 
 
 @pytest.mark.parametrize("which", ["digits", "bert"])
-def test_architecture_state_rebuilds_without_pickle(digits, bert, which):
+def test_pruned_architecture_rebuilds_from_its_json_record(digits, bert, which):
     model, x = digits if which == "digits" else bert
     result = prune(model, x, PruningConfig(ratio=0.5))
-    buffer = io.BytesIO()
-    torch.save(architecture_state(result.model), buffer)
-    buffer.seek(0)
-    state = torch.load(buffer, weights_only=True)  # tensors and plain values only
-    rebuilt = rebuild(model, state).eval()
+    record = json.loads(json.dumps(_arch.capture(result.model)))  # plain JSON, no pickled class
+    rebuilt = _arch.rebuild(model, record).eval()
+    rebuilt.load_state_dict(result.model.state_dict())
     assert count_params(rebuilt) == result.params_after and _widths(rebuilt) == _widths(result.model)
     run = (lambda m: m(**x).logits) if which == "bert" else (lambda m: m(x))
     with torch.no_grad():
         assert torch.equal(run(rebuilt), run(result.model.eval()))
     assert count_params(model) == result.params_before  # rebuilt from a copy
-    with pytest.raises(PruningError, match="do not match"):
-        rebuild(UserNet(), state)
+    if which == "bert":  # the pruned widths travel in the config too, so save_pretrained writes them
+        assert (rebuilt.config.hidden_size, rebuilt.config.num_attention_heads) == (16, 2)
+        assert model.config.hidden_size == 32
+    with pytest.raises(ValueError, match="the archive expects"):  # not the model that was pruned
+        _arch.rebuild(UserNet(), record)
+
+
+@dataclasses.dataclass(frozen=True)
+class _OwnConfig:
+    """A user's own frozen config that happens to look like a Hugging Face one (to_dict, num_attention_heads)."""
+
+    num_attention_heads: int = 4
+    hidden_size: int = 8
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class _NetWithOwnConfig(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = _OwnConfig()
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+def test_architecture_record_leaves_a_non_hugging_face_config_alone():
+    # Only a transformers PretrainedConfig is a Hugging Face config; a look-alike must not be written to
+    # (this frozen one made rebuild raise FrozenInstanceError).
+    model = _NetWithOwnConfig()
+    record = _arch.capture(model)
+    assert "hf_config" not in record
+    rebuilt = _arch.rebuild(model, record)
+    assert rebuilt.config == _OwnConfig() and rebuilt.fc.out_features == 2
+
+
+def test_hugging_face_model_without_attention_says_save_pretrained_cannot_rebuild_it():
+    # An HF config without attention widths (ResNet) is still an HF config: pruning warns that it goes stale,
+    # and points at the architecture record that does hold every width.
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(0)
+    model = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                                      num_labels=3)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.warns(PruningWarning, match=r"save_pretrained/from_pretrained cannot rebuild this model; "
+                                            r"export_model\(model, 'autocompress'.*autocompress\._arch"):
+        result = prune(model, x, PruningConfig(strategy="conv", ratio=0.5), progress=False)
+    assert result.params_after < result.params_before and result.model(x).logits.shape == (1, 3)
+
+
+class _GroupedConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1, groups=4)  # couples conv1's channels in 4 groups
+        self.norm = nn.GroupNorm(2, 16)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(self.conv2(F.relu(self.conv1(x)))).mean((2, 3)))
+
+
+def test_channel_groups_counts_as_torch_pruning_does():
+    """Canary: graph.channel_groups re-derives Torch-Pruning's private BasePruner._get_channel_groups from
+    public attributes; the global-ranking cap is wrong if the two ever disagree."""
+    import torch_pruning as tp
+
+    model = _GroupedConvNet()
+    pruner = tp.pruner.BasePruner(model, torch.randn(1, 3, 8, 8), importance=tp.importance.MagnitudeImportance(),
+                                  pruning_ratio=0.5)
+    groups = {g[0].dep.target.module: g for g in pruner.DG.get_all_groups(root_module_types=[nn.Conv2d])}
+    assert channel_groups(pruner, groups[model.conv1]) == 4  # conv2's input groups
+    assert channel_groups(pruner, groups[model.conv2]) == 4  # conv2's output groups (GroupNorm has 2)
+    private = getattr(pruner, "_get_channel_groups", None)
+    assert private is not None, (
+        "torch-pruning no longer has BasePruner._get_channel_groups: check that "
+        "autocompress.pruning.graph.channel_groups still counts channel groups the way its pruner splits them")
+    for root, group in groups.items():
+        assert channel_groups(pruner, group) == private(group), (
+            f"torch-pruning now counts {private(group)} channel groups for {type(root).__name__}, "
+            f"autocompress.pruning.graph.channel_groups {channel_groups(pruner, group)}: update channel_groups")
+
+
+@dataclasses.dataclass(frozen=True)
+class _BuggyImportanceConfig(Config):
+    """A user-added technique whose scoring has a bug."""
+
+
+@IMPORTANCE.register(_BuggyImportanceConfig)
+def _buggy_importance(config: _BuggyImportanceConfig):
+    return lambda group: group.scores_of_every_channel  # no such attribute: an AttributeError
+
+
+def test_a_bug_inside_pruning_surfaces_instead_of_passing_for_an_untraceable_model(digits):
+    # Only what Torch-Pruning raises for an operation it cannot follow means "this model cannot be pruned
+    # here"; a bug (here in a technique) used to come back as a PruningError telling the user to report the model.
+    model, x = digits
+    with pytest.raises(AttributeError, match="scores_of_every_channel"):
+        prune(model, x, PruningConfig(technique=_BuggyImportanceConfig(), strategy="conv"), progress=False)
 
 
 def test_configs_round_trip_through_json():
