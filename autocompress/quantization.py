@@ -1,7 +1,7 @@
 """Int8 quantization of trained models: ``none``, ``dynamic``, ``static`` and ``qat``.
 
-Each mode is a frozen config record; the function that applies it is registered under the config type in
-:data:`QUANTIZERS` (no dispatcher on mode names).
+Each mode is a frozen config record (:mod:`autocompress.quantization_config`); the function that applies it
+is registered under the config type in :data:`QUANTIZERS` (no dispatcher on mode names).
 
 - ``dynamic``: int8 weights for Linear (and LSTM/GRU) layers, activations quantized at run time. Module swap
   (eager mode), so it works on any model, Hugging Face transformers included. Convolutions stay float.
@@ -11,7 +11,10 @@ Each mode is a frozen config record; the function that applies it is registered 
   Models that FX cannot trace (data-dependent control flow) fall back to eager mode (the whole model wrapped
   in quant/dequant stubs, no fusion).
 - ``qat``: two phases. :func:`prepare_qat` returns a model with fake-quant modules that any training loop
-  (the distillation loop) can train; :func:`convert` turns it into the int8 model.
+  (the distillation loop) can train, for as many epochs as that loop runs; :func:`convert` turns it into the
+  int8 model. A model that saw no data after prepare_qat (zero training epochs) has no activation ranges:
+  convert calibrates it on ``calibration_loader``, or refuses with a one-line error, never silently using the
+  observers' placeholder ranges.
 
 Backends ``x86`` (default), ``fbgemm``, ``qnnpack``, ``onednn`` select the int8 engine; int8 models run on CPU
 only. The ``gpu`` backend skips quantization: the float model is returned and the result (and the model's
@@ -19,9 +22,11 @@ quantization record) carries ``skipped_reason``.
 
 Every function works on a deep copy: the caller's model is never modified. The engine (torch.ao today) is
 used only in this module, so it can be swapped for torchao later; torch.ao's deprecation warnings are
-filtered here and never reach users. A quantized model carries a JSON record (:func:`quantization_info`):
-the config, the graph mode and the float architecture it came from, which :mod:`autocompress.export` needs
-to rebuild the int8 structure on load (:func:`requantize`).
+filtered here and never reach users (its "observer saw no data" warning is not: it is filtered only in
+:func:`requantize`, where the ranges come from the saved state dict). A quantized model carries a JSON record
+(:func:`quantization_info`): the config, the graph mode and the float architecture it came from, which
+:mod:`autocompress.export` needs to rebuild the int8 structure on load (:func:`requantize`). The config records
+live in :mod:`autocompress.quantization_config` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -31,32 +36,46 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
 from . import _arch
 from ._tensors import ModelInput, call_model, to_device
-from .config import Config, HandlerRegistry, register_config
+from .config import Config, HandlerRegistry
 from .errors import QuantizationError, describe_error
 from .progress import progress_bar
+from .quantization_config import (  # noqa: F401 - re-exported: the config records' public home is here too
+    BACKENDS,
+    CPU_BACKENDS,
+    MODES,
+    DynamicQuantization,
+    NoQuantization,
+    QATQuantization,
+    QuantizationConfig,
+    StaticQuantization,
+    quantization_config,
+)
 
-# torch.ao emits deprecation notices (and observer/quantized-tensor notices) on import and on every call.
+# torch.ao emits deprecation notices (and quantized-tensor notices) on import and on every call.
 _QUIET_MESSAGES = (
     r"(?s).*torch\.ao\.quantization is deprecated",
     r"(?s).*reduce_range will be deprecated",
     r"(?s).*quantized tensor creation functions",
-    r"(?s).*must run observer before calling calculate_qparams",
     r"(?s).*TypedStorage is deprecated",
     r"(?s).*torch\.ao\.quantization",
     r"(?s).*FX graph mode quantization",
 )
 
 
+# Converting a model whose observer saw no data: placeholder ranges. Expected only in requantize().
+_UNOBSERVED_MESSAGE = r"(?s).*must run observer before calling calculate_qparams"
+
+
 @contextmanager
 def quiet() -> Iterator[None]:
-    """Hide torch.ao's deprecation and observer notices (used by this module and by export)."""
+    """Hide torch.ao's deprecation notices (used by this module and by export)."""
     with warnings.catch_warnings():
         for message in _QUIET_MESSAGES:
             warnings.filterwarnings("ignore", message=message)
@@ -75,6 +94,7 @@ with quiet():
     from torch.ao.quantization import convert as eager_convert
     from torch.ao.quantization import prepare as eager_prepare
     from torch.ao.quantization import prepare_qat as eager_prepare_qat
+    from torch.ao.quantization.observer import ObserverBase
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
     # torch warns once per process, from C++, that quantized tensors are deprecated. Left alone it fires on the
@@ -91,8 +111,6 @@ ENGINE_API: dict[str, Callable[..., Any]] = {
     "prepare_qat": eager_prepare_qat, "convert": eager_convert,
 }
 
-CPU_BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn")
-BACKENDS = (*CPU_BACKENDS, "gpu")
 GPU_SKIP_REASON = ("int8 kernels of torch.ao run on CPU only, so the gpu backend keeps the float model "
                    "(use fp16/bf16 autocast on GPU instead)")
 INFO_ATTR = "_autocompress_quantization"
@@ -100,86 +118,6 @@ _PRESERVED_KEY = "_user_preserved_attributes"  # torch.fx.graph_module._USER_PRE
 INFO_VERSION = 1
 
 _DYNAMIC_LAYERS: dict[str, type[nn.Module]] = {"linear": nn.Linear, "lstm": nn.LSTM, "gru": nn.GRU}
-_MODES: dict[str, type[QuantizationConfig]] = {}
-
-
-# --------------------------------------------------------------------------------------------- configs
-@dataclass(frozen=True)
-class QuantizationConfig(Config):
-    """Base of the quantization configs. ``backend``: an int8 CPU engine, or ``gpu`` (skip quantization)."""
-
-    MODE: ClassVar[str] = ""
-    backend: str = "x86"
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise QuantizationError(f"quantization backend {self.backend!r}", f"one of {', '.join(BACKENDS)}",
-                                    "pick a backend from that list")
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.MODE:
-            _MODES[cls.MODE] = cls
-
-
-@register_config("quantization.none")
-@dataclass(frozen=True)
-class NoQuantization(QuantizationConfig):
-    """Keep the float model."""
-
-    MODE: ClassVar[str] = "none"
-
-
-@register_config("quantization.dynamic")
-@dataclass(frozen=True)
-class DynamicQuantization(QuantizationConfig):
-    """Int8 weights for ``layers`` (names among linear, lstm, gru); activations quantized at run time."""
-
-    MODE: ClassVar[str] = "dynamic"
-    layers: tuple[str, ...] = ("linear", "lstm", "gru")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        unknown = sorted(set(self.layers) - set(_DYNAMIC_LAYERS))
-        if unknown or not self.layers:
-            raise QuantizationError(f"dynamic quantization layers {list(self.layers)}",
-                                    f"a non-empty subset of {', '.join(_DYNAMIC_LAYERS)}", "fix the layer names")
-
-
-@register_config("quantization.static")
-@dataclass(frozen=True)
-class StaticQuantization(QuantizationConfig):
-    """Int8 weights and activations for conv and linear layers, calibrated on ``calibration_batches`` batches."""
-
-    MODE: ClassVar[str] = "static"
-    calibration_batches: int = 8
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.calibration_batches < 1:
-            raise QuantizationError(f"calibration_batches={self.calibration_batches}", "at least 1",
-                                    "calibrate on one or more training batches")
-
-
-@register_config("quantization.qat")
-@dataclass(frozen=True)
-class QATQuantization(QuantizationConfig):
-    """Quantization-aware training: fake-quant modules trained for ``epochs`` by the caller's loop, then int8."""
-
-    MODE: ClassVar[str] = "qat"
-    epochs: int = 3
-
-
-MODES = ("none", "dynamic", "static", "qat")
-
-
-def quantization_config(mode: str, **options: Any) -> QuantizationConfig:
-    """The config record for a mode name (``none``, ``dynamic``, ``static``, ``qat``) with its options."""
-    cls = _MODES.get(mode)
-    if cls is None:
-        raise QuantizationError(f"quantization mode {mode!r}", f"one of {', '.join(MODES)}",
-                                "pick a mode from that list")
-    return cls(**options)
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -268,10 +206,9 @@ def _calibrate(model: nn.Module, loader: Iterable[Any], batches: int, progress: 
 
 
 def _check_runs(model: nn.Module, x: ModelInput) -> None:
+    # On a copy: the observers of ``model`` must see calibration or training data, not this one example.
     with torch.no_grad():
-        call_model(model.eval(), x)
-
-
+        call_model(copy.deepcopy(model).eval(), x)
 
 
 def _prepare_fx(model: nn.Module, config: QuantizationConfig, x: ModelInput, qat: bool) -> nn.Module:
@@ -296,11 +233,13 @@ def _static_prepare(model: nn.Module, config: QuantizationConfig, x: ModelInput,
     """Insert observers (static) or fake-quant modules (qat): FX graph mode, else eager mode."""
     try:
         return _prepare_fx(model, config, x, qat), "fx"
-    except Exception as fx_error:  # untraceable model (data-dependent control flow, dict inputs)
+    except Exception as fx_error:  # torch.fx runs the user's forward on proxies, so an untraceable model (data-
+        # dependent control flow, dict inputs) fails with whatever its code raises; eager mode is the fallback,
+        # and both reasons stay in the message below
         try:
             prepared = _prepare_eager(model, config, x, qat)
             _check_runs(prepared, x)
-        except Exception as eager_error:
+        except Exception as eager_error:  # the user's forward again, on eager-prepared modules
             raise QuantizationError(
                 f"a model that neither FX graph mode ({describe_error(fx_error)}) nor eager mode ({describe_error(eager_error)}) "
                 "can quantize", "a traceable model of conv/linear layers",
@@ -383,7 +322,7 @@ def _qat(model: nn.Module, config: QATQuantization, request: _Request) -> Quanti
                                 "pass train_fn=..., or call prepare_qat(), train, then convert()")
     prepared = _prepare_qat_copy(model, config, _example(request.example_input, "qat quantization"))
     request.train_fn(prepared)
-    quantized = convert(prepared)
+    quantized = convert(prepared, request.calibration_loader, progress=request.progress)
     return QuantizeResult(model=quantized, config=config, graph_mode=quantization_info(quantized)["graph_mode"])
 
 
@@ -435,8 +374,25 @@ def prepare_qat(model: nn.Module, config: QATQuantization | None = None,
         return _prepare_qat_copy(subject, config, _example(example_input, "prepare_qat"))
 
 
-def convert(prepared: nn.Module) -> nn.Module:
-    """The int8 model of a model returned by :func:`prepare_qat` (and trained); ``prepared`` is not modified."""
+def observer_counts(model: nn.Module) -> tuple[int, int]:
+    """``(observers that saw no data, all observers)`` of a prepared model (fake-quant observers included)."""
+    total = unobserved = 0
+    for module in model.modules():
+        if isinstance(module, ObserverBase) and isinstance(getattr(module, "min_val", None), torch.Tensor):
+            total += 1
+            low = module.min_val
+            unobserved += bool(low.numel() == 0 or torch.isinf(low).all())  # still its initial value
+    return unobserved, total
+
+
+def convert(prepared: nn.Module, calibration_loader: Iterable[Any] | None = None, calibration_batches: int = 8,
+            progress: bool = False) -> nn.Module:
+    """The int8 model of a model returned by :func:`prepare_qat` (and trained); ``prepared`` is not modified.
+
+    A model that saw no data after prepare_qat (trained for zero epochs) has no activation ranges: it is
+    calibrated on ``calibration_batches`` batches of ``calibration_loader`` first, or, without a loader,
+    refused with a :class:`QuantizationError`. A trained model ignores the loader.
+    """
     info = prepared.__dict__.get(INFO_ATTR)
     if not info or info.get("stage") != "prepared":
         raise QuantizationError(f"convert() on a {type(prepared).__name__} that prepare_qat did not return",
@@ -448,6 +404,17 @@ def convert(prepared: nn.Module) -> nn.Module:
         _detach(subject)
         return _attach(subject.eval(), config, "", info["float_architecture"], "converted", info["skipped_reason"])
     _use_engine(config.backend)
+    unobserved, total = observer_counts(subject)
+    if total and unobserved == total:  # not one batch went through it since prepare_qat
+        if calibration_loader is None:
+            raise QuantizationError(f"convert() on a QAT model whose {total} observers saw no data (not trained "
+                                    "after prepare_qat)", "a model trained, or calibrated, after prepare_qat so "
+                                    "that its int8 ranges come from data",
+                                    "train it for at least one batch, or pass calibration_loader= to convert()")
+        with quiet():
+            done = _calibrate(subject.eval(), calibration_loader, calibration_batches, progress)
+        if done == 0:
+            raise QuantizationError("an empty calibration loader", "at least one batch", "pass the training loader")
     with quiet():
         quantized = _static_convert(subject, info["graph_mode"])
     _detach(quantized)
@@ -469,7 +436,9 @@ def requantize(float_model: nn.Module, info: Mapping[str, Any], example_input: M
         return subject.eval()
     _use_engine(config.backend)
     x = to_device(example_input, "cpu")
-    with quiet():
+    with quiet(), warnings.catch_warnings():
+        # No data runs through this structure: its observers are placeholders that the state dict overwrites.
+        warnings.filterwarnings("ignore", message=_UNOBSERVED_MESSAGE)
         if isinstance(config, DynamicQuantization):
             model = _dynamic(subject, config, _Request(None, x, None, False)).model
         else:

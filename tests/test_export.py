@@ -1,4 +1,5 @@
-"""Export and reload: every format on a pruned, a quantized and a Hugging Face BERT model; safe writes."""
+"""Export and reload: every format on a pruned, a quantized and a Hugging Face BERT model; safe writes; the float
+check's tolerance follows the outputs' scale."""
 
 import copy
 import io
@@ -11,6 +12,7 @@ from torch import nn
 
 import autocompress
 from autocompress import export as E
+from autocompress.export import api
 from autocompress import quantization as Q
 from autocompress._tensors import call_model, logits_of
 from autocompress.errors import ExportError
@@ -99,10 +101,13 @@ def test_pruned_int8_archive_rebuilds_on_the_base_model(digits, pruned_int8, tmp
     x = next(iter(digits.eval_loader()))[0]
     assert torch.equal(_out(rebuilt, x), _out(pruned_int8, x))  # same int8 kernels, same weights
     with zipfile.ZipFile(result.path) as archive:
-        assert sorted(archive.namelist()) == ["manifest.json", "program.pt", "weights.pt"]
+        assert sorted(archive.namelist()) == ["check_inputs.pt", "manifest.json", "program.pt", "weights.pt"]
         manifest = json.loads(archive.read("manifest.json"))
         # weights_only=True refuses any pickled object that is not a tensor, dtype or plain container.
         state = torch.load(io.BytesIO(archive.read("weights.pt")), weights_only=True)
+    # The real evaluation rows the archive was checked on, stored for later re-exports (tensors only).
+    stored = E.read_check_inputs(result.path)
+    assert torch.equal(stored, next(iter(digits.eval_loader()))[0][:64]) and manifest["files"]["check_inputs"]
     assert manifest["plan"] == PLAN and manifest["quantization"]["mode"] == "static"
     assert manifest["float_class"].endswith("DigitsCNN")
     assert manifest["architecture"]["modules"]["features.0"]["attrs"]["out_channels"] == 16
@@ -139,7 +144,7 @@ def test_dynamic_int8_bert_archive_and_unsupported_format_names_the_ones_that_ca
 
 def test_pt2_on_int8_names_the_formats_that_can(digits, static_int8, tmp_path):
     with pytest.raises(ExportError, match="can hold it: torchscript, onnx, autocompress"):
-        E.export_model(static_int8, "pt2", tmp_path / "q.pt2", digits.example_input)
+        E.export_model(static_int8, "pt2", tmp_path / "q.pt2", digits.example_input, digits.eval_loader())
     assert list(tmp_path.iterdir()) == []
     assert E.supported_formats(static_int8) == ["torchscript", "onnx", "autocompress"]
     assert E.supported_formats(digits.model) == list(E.FORMATS)
@@ -157,7 +162,7 @@ def test_existing_file_is_never_overwritten_unless_asked(digits, pruned, tmp_pat
 
 
 def test_failed_check_leaves_no_file(digits, pruned, tmp_path, monkeypatch):
-    monkeypatch.setattr(E, "_compare", lambda reference, got, quantized: 1.0)  # as if outputs drifted by 1.0
+    monkeypatch.setattr(api, "compare", lambda reference, got, int8: 1.0)  # as if outputs drifted by 1.0
     with pytest.raises(ExportError, match="max_abs_diff=1"):
         E.export_model(pruned, "torchscript", tmp_path / "m.pt", digits.example_input)
     assert list(tmp_path.iterdir()) == []
@@ -171,3 +176,47 @@ def test_bad_requests_are_one_line_errors(digits, tmp_path):
     with pytest.raises(ExportError, match="no file at"):
         E.load(tmp_path / "missing.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_check_needs_real_inputs(digits, static_int8, tmp_path):
+    # Top-1 agreement on 64 noisy copies of one example tests one prediction, not the model.
+    with pytest.raises(ExportError, match="int8 GraphModule without check_inputs.*task.eval_loader"):
+        E.export_model(static_int8, "torchscript", tmp_path / "q.ts", digits.example_input)
+    assert list(tmp_path.iterdir()) == []
+
+
+class _Scaled(nn.Module):
+    """The digits CNN with its logits scaled by ``scale``; ``drift`` is baked into traced programs only, so a
+    TorchScript or ONNX export of it is broken by exactly that relative error."""
+
+    def __init__(self, base: nn.Module, scale: float, drift: float = 0.0) -> None:
+        super().__init__()
+        self.base, self.scale, self.drift = base, scale, drift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x) * self.scale
+        if torch.jit.is_tracing():
+            out = out * (1 + self.drift)
+        return out
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_float_check_is_relative_to_the_output_scale(digits, tmp_path, fmt):
+    rows = next(iter(digits.eval_loader()))[0][:64]
+    # Outputs near 1e-7: a 0.1% error is far below an absolute 1e-4, and must fail all the same.
+    tiny = _Scaled(digits.model, 1e-7, drift=1e-3).eval()
+    with torch.no_grad():
+        assert 1e-3 * tiny(rows).abs().max().item() < 1e-6
+    with pytest.raises(ExportError, match=r"export gives max_abs_diff=.*<= .* \(= 0\.0001 x max\|output\|"):
+        E.export_model(tiny, fmt, tmp_path / f"tiny.{fmt}", digits.example_input, digits.eval_loader())
+    assert list(tmp_path.iterdir()) == []
+    # Outputs near 1e10 exported correctly: float32 rounding alone differs by far more than 1e-4 in ONNX Runtime.
+    huge = _Scaled(digits.model, 1e9).eval()
+    result = E.export_model(huge, fmt, tmp_path / f"huge.{fmt}", digits.example_input, digits.eval_loader())
+    with torch.no_grad():
+        scale = huge(rows).abs().max().item()
+    assert result.reference_scale == pytest.approx(scale, rel=1e-6) and scale > 1e9
+    assert result.threshold == pytest.approx(E.FLOAT_RTOL * scale + E.FLOAT_ATOL)
+    assert result.check_value <= result.threshold and result.check_inputs == "given"
+    if fmt == "onnx":  # ONNX Runtime's kernels round differently: a real, nonzero difference passes
+        assert result.check_value > 1e-4

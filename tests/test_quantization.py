@@ -162,3 +162,58 @@ def test_untraceable_model_falls_back_to_eager_mode():
     restored = Q.requantize(model, Q.quantization_info(result.model), x[:1])
     restored.load_state_dict(result.model.state_dict())
     assert torch.equal(restored(x), result.model(x))
+
+
+def test_qat_convert_never_uses_observers_that_saw_no_data(digits):
+    """QAT with zero training epochs: convert() calibrates on the loader it is given, or refuses in one line."""
+    t, accuracy = digits
+    prepared = Q.prepare_qat(t.model, Q.QATQuantization(), t.example_input)
+    with pytest.raises(QuantizationError) as info:
+        Q.convert(prepared)
+    unobserved, total = Q.observer_counts(prepared)
+    assert total > 0 and unobserved == total  # prepare_qat itself runs no data through the observers
+    message = str(info.value)
+    assert "\n" not in message and f"whose {total} observers saw no data" in message and "calibration_loader=" in message
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        q = Q.convert(prepared, calibration_loader=t.train_loader(), calibration_batches=4)
+    assert not [w for w in caught if "must run observer" in str(w.message)]  # every range came from data
+    assert Q.observer_counts(prepared) == (total, total)  # convert worked on a copy
+    assert is_quantized(q) and evaluate(q, t.eval_loader(), t.resolved_metric) >= accuracy - 0.01
+    # Through quantize(): a train_fn that trains nothing, with and without calibration data.
+    with pytest.raises(QuantizationError, match="saw no data"):
+        Q.quantize(t.model, Q.QATQuantization(), example_input=t.example_input, train_fn=lambda m: None)
+    calibrated = Q.quantize(t.model, Q.QATQuantization(), t.train_loader(), t.example_input, train_fn=lambda m: None,
+                            progress=False).model
+    assert evaluate(calibrated, t.eval_loader(), t.resolved_metric) >= accuracy - 0.01
+
+
+def test_eager_qat_prepare_leaves_observers_to_data_and_warns_about_unused_ones():
+    # Eager mode checks that the prepared model runs; that check must not feed the observers its one example.
+    torch.manual_seed(0)
+    model = _Untraceable().eval()
+    model.unused = nn.Linear(3, 3)  # never called by forward(): its observers can never see data
+    x = torch.rand(16, 1, 8, 8)
+    prepared = Q.prepare_qat(model, Q.QATQuantization(), x[:1])
+    assert Q.quantization_info(prepared)["graph_mode"] == "eager"
+    with pytest.raises(QuantizationError, match="saw no data"):
+        Q.convert(prepared)
+    unobserved, total = Q.observer_counts(prepared)
+    assert unobserved == total > 0
+    with torch.no_grad():
+        prepared(x)  # one training-like forward: every used observer sees data
+    assert Q.observer_counts(prepared)[0] == 2  # the unused layer's weight and output observers
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert is_quantized(Q.convert(prepared))
+    # torch.ao's own notice about them reaches the user (it is no longer filtered).
+    assert any("must run observer" in str(w.message) for w in caught)
+
+
+def test_qat_records_with_the_dropped_epochs_field_still_load():
+    # `epochs` never set the training length (the distillation loop's max_epochs does); old plans hold it.
+    old = {"kind": "quantization.qat", "version": 1, "backend": "x86", "epochs": 3}
+    config = Config.from_dict(old)
+    assert config == Q.QATQuantization() and config.MODE == "qat"
+    assert "epochs" not in Q.QATQuantization().to_dict()
+    assert Config.from_json(config.to_json()) == config

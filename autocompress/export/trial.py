@@ -1,0 +1,134 @@
+"""Export of a study trial: its stored ``autocompress`` archive, re-exported in any format with the reload check.
+
+The model comes from the trial's archive (its embedded TorchScript program), so no task code is imported; the
+archive's quantization record tells an int8 model apart, and the evaluation inputs stored in the archive are
+what the new file is checked on. Study helpers (``study_meta``, ``StudyError``) are imported lazily from
+:mod:`autocompress.study`, which re-exports these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import _arch
+from .._io import atomic_write
+from ..errors import ExportError, describe_error
+from .api import export_model, load
+from .archive import read_check_inputs, read_manifest
+from .check import CHECK_ROWS
+from .formats import formats_for_mode
+
+log = logging.getLogger("autocompress.export")
+
+
+def download_trial_model(study: Any, trial: Any, folder: str | Path, artifacts: str | None = None) -> Path:
+    """Copy ``trial``'s archive out of the study's artifact store into ``folder``; its path."""
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    from ..study import StudyError, study_meta
+
+    meta = study_meta(study)
+    root = Path(artifacts) if artifacts else Path(meta["artifacts"])
+    path = Path(folder) / f"trial-{trial.number}.acz"
+    try:
+        download_artifact(artifact_store=FileSystemArtifactStore(str(root)), file_path=str(path),
+                          artifact_id=trial.user_attrs["artifact_id"])
+    except (ArtifactNotFound, OSError) as exc:  # not in the store, or the store's folder is unreadable
+        raise StudyError(f"the model of trial {trial.number} is missing from {root} ({describe_error(exc)})",
+                         "the artifact folder the study wrote", "pass --artifacts DIR where it lives") from exc
+    return path
+
+
+def trial_widths(study: Any, trial: Any, artifacts: str | None = None) -> dict[str, dict[str, int | None]]:
+    """Per conv/linear layer, its output width in the original model and in ``trial``'s model (read from the
+    trial's archive manifest; None where the study did not record the original widths)."""
+    from ..study import study_meta
+
+    original = study_meta(study).get("original_widths") or {}
+    with tempfile.TemporaryDirectory() as folder:
+        pruned = _arch.layer_widths(read_manifest(download_trial_model(study, trial, folder, artifacts))
+                                    ["architecture"])
+    names = list(original) + [n for n in pruned if n not in original]
+    return {n: {"original": original.get(n), "compressed": pruned.get(n)} for n in names}
+
+
+def _copy_archive(archive: Path, out: Path, number: int) -> dict[str, Any]:
+    """The trial's archive itself (checked when the trial wrote it), its zip checksums verified, copied to ``out``."""
+    with zipfile.ZipFile(archive) as opened:
+        corrupt = opened.testzip()
+    if corrupt is not None:
+        raise ExportError(f"the archive of trial {number} is corrupt ({corrupt} fails its checksum)",
+                          "an intact archive in the artifact store", "re-run the trial")
+    with open(archive, "rb") as source:
+        atomic_write(out, lambda fh: shutil.copyfileobj(source, fh))
+    return {"path": str(out), "format": "autocompress", "check": "zip_crc", "value": 0.0}
+
+
+def export_trial(study: Any, trial: Any, fmt: str, out: str | Path, artifacts: str | None = None,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Export ``trial``'s stored model as ``fmt`` to ``out``, with the format's reload check; its figures.
+
+    The new file is checked against the archive's program on the evaluation inputs stored in the archive (an
+    int8 model by top-1 agreement, as its quantization record says). An archive older than those inputs is
+    checked on random inputs shaped like the example, and the figures' ``notes`` say so. The file is written
+    to a temporary name and renamed; an existing ``out`` is kept unless ``overwrite``.
+    """
+    mode = (trial.params or {}).get("quantization.mode", "none")
+    can_hold = formats_for_mode(mode)
+    if fmt not in can_hold:
+        kind = "float" if mode == "none" else f"{mode} int8"
+        raise ExportError(f"trial {trial.number} is a {kind} model, which {fmt} cannot hold",
+                          f"a format that can hold it: {', '.join(can_hold)}", f"pass --format {can_hold[0]}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} already exists", "a path that holds no file", "choose another --out, or pass "
+                          "--overwrite")
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory() as folder:
+        archive = download_trial_model(study, trial, folder, artifacts)
+        if fmt == "autocompress":
+            figures = _copy_archive(archive, out, trial.number)
+        else:
+            manifest = read_manifest(archive)
+            example = _arch.input_from_spec(manifest["input_spec"])
+            check = read_check_inputs(archive)
+            source = "archive"
+            if check is None:
+                source = "random"
+                notes.append(f"the archive of trial {trial.number} holds no evaluation inputs (written before "
+                             f"archives stored them): the {fmt} export was checked on {CHECK_ROWS} random inputs "
+                             "shaped like the example, which proves less than real data; re-run the trial for a "
+                             "check on real inputs")
+                log.warning("note: %s", notes[-1])
+                check = batch_like(example, CHECK_ROWS)
+            result = export_model(load(archive), fmt, out, example, check_inputs=check, plan=manifest.get("plan"),
+                                  overwrite=overwrite)
+            figures = {"path": str(result.path), "format": result.format, "check": result.check_metric,
+                       "value": result.check_value, "threshold": result.threshold, "samples": result.samples,
+                       "check_inputs": source}
+    attrs = trial.user_attrs
+    figures.update(trial=trial.number, plan_summary=attrs.get("plan_summary"), metric_drop=attrs.get("metric_drop"),
+                   reduction=attrs.get("reduction"), metrics=attrs.get("metrics"), notes=notes)
+    return figures
+
+
+def batch_like(example: Any, rows: int) -> Any:
+    """``rows`` inputs shaped like ``example`` (random floats, or the example's integer tensors repeated)."""
+
+    def grow(t: Any) -> Any:
+        reps = [max(1, rows // max(t.shape[0], 1))] + [1] * (t.dim() - 1)
+        if t.dtype.is_floating_point:
+            return torch.rand(t.shape[0] * reps[0], *t.shape[1:], generator=torch.Generator().manual_seed(0))
+        return t.repeat(*reps)
+
+    if isinstance(example, dict):
+        return {k: grow(v) for k, v in example.items()}
+    return grow(example)

@@ -1,0 +1,106 @@
+"""The quantization config records: one frozen, JSON round-tripping record per mode (``none``, ``dynamic``,
+``static``, ``qat``), each with its options and their validation. The functions that apply them are in
+:mod:`autocompress.quantization`, which re-exports every name here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .config import Config, register_config
+from .errors import QuantizationError
+
+CPU_BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn")
+BACKENDS = (*CPU_BACKENDS, "gpu")
+DYNAMIC_LAYERS = ("linear", "lstm", "gru")  # layer kinds dynamic quantization can swap
+_MODES: dict[str, type[QuantizationConfig]] = {}
+
+
+@dataclass(frozen=True)
+class QuantizationConfig(Config):
+    """Base of the quantization configs. ``backend``: an int8 CPU engine, or ``gpu`` (skip quantization)."""
+
+    MODE: ClassVar[str] = ""
+    backend: str = "x86"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise QuantizationError(f"quantization backend {self.backend!r}", f"one of {', '.join(BACKENDS)}",
+                                    "pick a backend from that list")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.MODE:
+            _MODES[cls.MODE] = cls
+
+
+@register_config("quantization.none")
+@dataclass(frozen=True)
+class NoQuantization(QuantizationConfig):
+    """Keep the float model."""
+
+    MODE: ClassVar[str] = "none"
+
+
+@register_config("quantization.dynamic")
+@dataclass(frozen=True)
+class DynamicQuantization(QuantizationConfig):
+    """Int8 weights for ``layers`` (names among linear, lstm, gru); activations quantized at run time."""
+
+    MODE: ClassVar[str] = "dynamic"
+    layers: tuple[str, ...] = ("linear", "lstm", "gru")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = sorted(set(self.layers) - set(DYNAMIC_LAYERS))
+        if unknown or not self.layers:
+            raise QuantizationError(f"dynamic quantization layers {list(self.layers)}",
+                                    f"a non-empty subset of {', '.join(DYNAMIC_LAYERS)}", "fix the layer names")
+
+
+@register_config("quantization.static")
+@dataclass(frozen=True)
+class StaticQuantization(QuantizationConfig):
+    """Int8 weights and activations for conv and linear layers, calibrated on ``calibration_batches`` batches."""
+
+    MODE: ClassVar[str] = "static"
+    calibration_batches: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.calibration_batches < 1:
+            raise QuantizationError(f"calibration_batches={self.calibration_batches}", "at least 1",
+                                    "calibrate on one or more training batches")
+
+
+@register_config("quantization.qat")
+@dataclass(frozen=True)
+class QATQuantization(QuantizationConfig):
+    """Quantization-aware training: fake-quant modules trained by the caller's loop (the distillation loop, for
+    its ``max_epochs``), then int8.
+
+    ``epochs`` is read from records written before it was dropped and ignored (it never set the training
+    length); new records do not hold it.
+    """
+
+    MODE: ClassVar[str] = "qat"
+    epochs: int | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data.pop("epochs", None)
+        return data
+
+
+MODES = ("none", "dynamic", "static", "qat")
+
+
+def quantization_config(mode: str, **options: Any) -> QuantizationConfig:
+    """The config record for a mode name (``none``, ``dynamic``, ``static``, ``qat``) with its options."""
+    cls = _MODES.get(mode)
+    if cls is None:
+        raise QuantizationError(f"quantization mode {mode!r}", f"one of {', '.join(MODES)}",
+                                "pick a mode from that list")
+    return cls(**options)
