@@ -186,7 +186,7 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
     lap("distill")
 
     if mode == "qat":
-        student = convert(student)
+        student = convert(student, calibration_loader=task.train_loader(shuffle=False), progress=progress)
     elif mode in ("static", "dynamic"):
         student = quantize(student.cpu(), plan.quantization, task.train_loader(shuffle=False),
                            task.example_input, progress=progress).model
