@@ -194,7 +194,9 @@ def test_early_abort_rule():
 
 
 def test_malformed_storage_is_one_line_error(tmp_path):
-    for url in ("not-a-url", "foo://nowhere", "journal://"):
+    # the last two: a SQLite file whose folder cannot be made, a port that is not a number
+    for url in ("not-a-url", "foo://nowhere", "journal://", "sqlite:////proc/autocompress/x.db",
+                "postgresql://u@h:notaport/db"):
         result = run_cli("study", *REQ, "--trials", "1", "--storage", url, cwd=tmp_path)
         assert result.returncode == 2, (url, result.stderr)
         lines = result.stderr.strip().splitlines()

@@ -34,10 +34,10 @@ def resolve_storage(url: str | None) -> tuple[Any, str]:
                              "add the journal file path")
         from optuna.storages.journal import JournalFileBackend
 
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(path)), url
-        except (OSError, ValueError) as exc:  # unwritable file; a journal that is not JSON lines
+        except (OSError, ValueError) as exc:  # unwritable folder or file; a journal that is not JSON lines
             raise StudyError(f"journal storage {url!r} could not be opened ({describe_error(exc)})",
                              "a writable journal file path", "fix --storage") from exc
     if scheme.startswith("sqlite"):
@@ -46,15 +46,20 @@ def resolve_storage(url: str | None) -> tuple[Any, str]:
             raise StudyError(f"storage {url!r}", "sqlite:///relative/path.db or sqlite:////absolute/path.db",
                              "fix --storage")
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StudyError(f"storage {url!r}: its folder cannot be made ({describe_error(exc)})",
+                                 "a SQLite file in a writable folder", "fix --storage") from exc
     from optuna.exceptions import OptunaError
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         return _open_rdb(url), url
-    # SQLAlchemyError: a bad URL, an unknown dialect, an unreachable server; ImportError: its driver is missing;
-    # RuntimeError: Optuna's table schema is of another version; OptunaError: its storage errors.
-    except (SQLAlchemyError, ImportError, RuntimeError, OptunaError) as exc:
+    # SQLAlchemyError: a bad URL, an unknown dialect, an unreachable server; ValueError: a port that is not a
+    # number; ImportError: the dialect's driver is missing; RuntimeError: Optuna's table schema is of another
+    # version; OptunaError: its other storage errors.
+    except (SQLAlchemyError, ValueError, ImportError, RuntimeError, OptunaError) as exc:
         raise StudyError(f"storage {mask_url(url)!r} could not be opened ({describe_error(exc)})",
                          "a reachable Optuna storage URL (sqlite:///..., postgresql://..., journal:///...)",
                          "fix --storage, or start the database server") from exc
