@@ -75,16 +75,15 @@ def reductions(original: Profile, compressed: Profile, side_by_side: dict[str, A
 
 
 def measure_side_by_side(task: Task, candidate: nn.Module, original: Profile, compressed: Profile,
-                         device: str) -> dict[str, Any]:
+                         device: str, threads: int) -> dict[str, Any]:
     """The original and ``candidate`` measured in one window: batch-64 latency, and energy on CPU."""
     from .compare import energy_side_by_side, latency_side_by_side
 
-    latency = latency_side_by_side(task.model, candidate, task.example_input, device=device,
-                                   threads=original.threads)
+    latency = latency_side_by_side(task.model, candidate, task.example_input, device=device, threads=threads)
     energy = None
     if device == "cpu":
         energy = energy_side_by_side(task.model, candidate, task.example_input, (original.flops, compressed.flops),
-                                     latency, threads=original.threads)
+                                     latency, threads=threads)
     return {"latency": latency, "energy": energy}
 
 
@@ -111,9 +110,7 @@ class PipelineResult:
     def report(self, reasons: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
         """The stable report: ``original``, ``compressed``, ``reduction``, ``metric_drop``, ``plan``, ``reasons``."""
 
-        def figures(p: Profile) -> dict[str, Any]:
-            return {"params": p.params, "flops": p.flops, "size_mb": p.size_mb, "latency_ms": dict(p.latency_ms),
-                    "energy_mj": dict(p.energy_mj), "metric": dict(p.metric)}
+        from .report import figures
 
         return {
             "original": figures(self.original),
@@ -134,10 +131,12 @@ class PipelineResult:
 
 def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, requirements: Requirements | None = None,
              device: str = "auto", teacher_outputs: Any = None,
-             epoch_callback: Callable[[int, float], Any] | None = None, progress: bool = True) -> PipelineResult:
+             epoch_callback: Callable[[int, float], Any] | None = None, progress: bool = True,
+             threads: int | None = None) -> PipelineResult:
     """Run ``plan`` once on a copy of the task's model and measure the result against ``original``.
 
-    The user's model is never modified: pruning, training and quantization work on copies.
+    The user's model is never modified: pruning, training and quantization work on copies. ``threads``: CPU
+    threads for measuring (default: the original profile's).
     """
     started = time.perf_counter()
     measure_on = measurement_device(requirements)
@@ -192,9 +191,10 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
                            task.example_input, progress=progress).model
     lap("quantize")
 
+    threads = threads or original.threads
     compressed = profile_model(student, task.example_input, task.eval_loader(), task.resolved_metric,
-                               device=measure_on, threads=original.threads, task_name=task.name)
-    side_by_side = measure_side_by_side(task, student, original, compressed, measure_on)
+                               device=measure_on, threads=threads, task_name=task.name)
+    side_by_side = measure_side_by_side(task, student, original, compressed, measure_on, threads)
     lap("measure")
     drop = metric_drop(original, compressed)
     reduction = reductions(original, compressed, side_by_side)

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write
+
+
+def figures(profile: Any) -> dict[str, Any]:
+    """A model's figures as reports and studies store them: params, MACs, size (MB), latency and energy by batch,
+    and the metric. ``profile`` is a :class:`~autocompress.profile.Profile` or its ``to_dict()``."""
+    get = profile.get if isinstance(profile, Mapping) else lambda key, default=None: getattr(profile, key, default)
+    return {"params": get("params"), "flops": get("flops"), "size_mb": get("size_mb"),
+            "latency_ms": dict(get("latency_ms") or {}), "energy_mj": dict(get("energy_mj") or {}),
+            "metric": dict(get("metric") or {})}
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

@@ -77,11 +77,6 @@ class Requirements(Config):
             raise ConfigError(f"budget {self.budget!r}", f"one of {', '.join(BUDGETS)}",
                               "pass --budget low or --budget high")
 
-    @property
-    def max_drop_fraction(self) -> float:
-        """The allowed drop on the metric's own [0, 1] scale (built-in metrics are fractions)."""
-        return self.max_drop / 100.0
-
 
 def with_objectives(requirements: Requirements, objectives: list[str] | tuple[str, ...]) -> Requirements:
     """The requirements of a study that minimises ``objectives``: the primary objective (the one the target

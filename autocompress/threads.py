@@ -52,7 +52,8 @@ def use_threads(threads: int) -> int:
     return threads
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this machine still exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -86,7 +87,7 @@ class WorkerRegistry:
         count = 0
         for entry in self.folder.glob(f"{self.host}-*"):
             pid = entry.name.rpartition("-")[2]
-            if pid.isdigit() and _alive(int(pid)):
+            if pid.isdigit() and process_alive(int(pid)):
                 count += 1
             elif pid.isdigit():
                 entry.unlink(missing_ok=True)  # a worker that died: its share goes back to the others

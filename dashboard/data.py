@@ -15,9 +15,7 @@ import plotly.graph_objects as go
 
 from autocompress import study as acs
 from autocompress.errors import AutocompressError
-
-# A cost objective's value in a trial's ``values`` and in the original model's figures, with its unit.
-COST_UNITS = {"size": "MB", "flops": "MACs", "latency": "ms (batch 64)", "energy": "mJ (batch 64)"}
+from autocompress.metrics import metric_threshold
 
 
 class DashboardDataError(AutocompressError):
@@ -102,16 +100,14 @@ def trials_frame(data: dict[str, Any], feasible_only: bool = False) -> pd.DataFr
 
 
 def original_values(data: dict[str, Any]) -> list[float]:
-    """The original model in the study's value space: [metric, *costs]."""
+    """The original model in the study's value space: [metric, *costs] (NaN where a cost was not measured)."""
     o = data["original"]
-    figures = {"size": o["size_mb"], "flops": o["flops"], "latency": o["latency_ms"].get("batch_64"),
-               "energy": (o.get("energy_mj") or {}).get("batch_64")}
-    return [o["metric"]["value"], *[figures[c] for c in data["objectives"]["costs"]]]
+    return [o["metric"]["value"], *acs.costs(o, data["objectives"]["costs"])]
 
 
 def axis_label(data: dict[str, Any], index: int) -> str:
     name = data["objectives"]["values"][index]
-    return name if index == 0 else f"{name} ({COST_UNITS.get(name, '')})"
+    return name if index == 0 else f"{name} ({acs.COST_UNITS.get(name, '')})"
 
 
 def front_2d(points: list[tuple[int, float, float]], directions: tuple[str, str]) -> list[int]:
@@ -159,7 +155,7 @@ def pareto_figure(data: dict[str, Any], x: int = 1, y: int = 0) -> go.Figure:
                                  marker=dict(symbol="diamond-open", size=18, color="#d62728", line=dict(width=2)),
                                  hovertext=[hover(seed)], hoverinfo="text"))
     original = original_values(data)
-    if original[x] is not None and original[y] is not None:
+    if math.isfinite(original[x]) and math.isfinite(original[y]):
         fig.add_trace(go.Scatter(x=[original[x]], y=[original[y]], mode="markers", name="original model",
                                  marker=dict(symbol="star", size=16, color="#2ca02c"),
                                  hovertext=[f"original model<br>{data['objectives']['values'][0]} {original[0]:.4g}"],
@@ -180,9 +176,7 @@ def pareto_figure(data: dict[str, Any], x: int = 1, y: int = 0) -> go.Figure:
 
 def threshold_value(data: dict[str, Any]) -> float | None:
     """The lowest (or highest, for lower-is-better metrics) metric value the max drop allows."""
-    metric = data["original"]["metric"]
-    step = data["requirements"]["max_drop"] / 100.0  # built-in metrics are fractions; drops are in points
-    return metric["value"] - step if metric.get("higher_is_better", True) else metric["value"] + step
+    return metric_threshold(data["original"]["metric"], data["requirements"]["max_drop"])
 
 
 def trial_record(data: dict[str, Any], number: int) -> dict[str, Any]:
@@ -257,10 +251,10 @@ def export(url: str | None, name: str, number: int, fmt: str, folder: str | Path
 
 
 def default_trial(data: dict[str, Any]) -> int | None:
-    """The trial to show first: the front's largest reduction of the primary objective, else trial 0."""
-    front = acs.pareto_front(data["trials"], data["objectives"]["directions"])
-    key = data["requirements"]["objective"]
-    if front:
-        return max(front, key=lambda r: ((r["reduction"] or {}).get(key) or 0.0))["number"]
+    """The trial to show first: the study's best trial for its primary objective (``autocompress.study.best_trial``,
+    the one ``export --best`` picks), else the first completed trial."""
+    best = acs.best_trial(data["trials"], data["objectives"]["directions"], data["requirements"]["objective"])
+    if best is not None:
+        return best["number"]
     complete = [t["number"] for t in data["trials"] if t["state"] == "COMPLETE"]
     return complete[0] if complete else None

@@ -35,9 +35,15 @@ def test_definition_errors_are_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _trial(number: int, metric: float, size: float):
+    from autocompress.study import TrialRecord
+
+    return TrialRecord(number=number, state="COMPLETE", feasible=True, metrics={"metric": {"value": metric}},
+                       reduction={"size": size})
+
+
 def test_front_dominates():
-    front = [{"metrics": {"metric": {"value": 0.99}}, "reduction": {"size": 40.0}},
-             {"metrics": {"metric": {"value": 0.995}}, "reduction": {"size": 20.0}}]
+    front = [_trial(0, 0.99, 40.0), _trial(1, 0.995, 20.0)]
     row = bench.Row(table="baselines", task="t", method="m", metric=0.99, size=30.0)
     assert bench.front_dominates(front, row, "size", True)
     row.size = 45.0
@@ -70,3 +76,54 @@ def test_tiny_benchmark_writes_its_tables(tmp_path):
     for heading in ("## 1. Performance preservation", "## 2. Targets", "## 3. Side by side",
                     "## Where a trial's time goes", "Versions: python"):
         assert heading in md
+
+
+def test_a_baseline_without_a_result_is_not_run_not_dominated():
+    """Bug 10: a baseline row with no result (its run failed, or trial 0 failed) was counted as dominated."""
+    from pathlib import Path
+
+    missing = bench.Row(table="baselines", task="t", method="static int8 alone")  # no metric, no reduction
+    assert bench.front_dominates([], missing, "size", True) is None
+    ran = bench.Row(table="baselines", task="t", method="dynamic int8 alone", metric=0.98, size=4.0, drop=0.5,
+                    feasible=True)
+    ran.dominated = bench.front_dominates([], ran, "size", True)
+    assert ran.dominated is False  # an empty front dominates nothing
+    study = bench.Row(table="baselines", task="t", method="full study")
+    for row in (missing, ran, study):
+        row.objective, row.threshold, row.target = "size", 1.0, 4.0
+    missing.dominated = bench.front_dominates([], missing, "size", True)
+    definition = bench.BenchDefinition(name="t", tasks=("digits",), baselines={"trials": 1})
+    machine = {"platform": "p", "cpus": 1, "torch_threads": 1, "versions": {"python": "3"}}
+    result = bench.BenchResult(definition, [ran, missing, study], machine, {"total": 1.0}, {})
+    lines = {line.split(" | ")[0]: line for line in bench.markdown(result, Path("t.yaml")).splitlines()}
+    assert lines["| static int8 alone"].count("not run") == 2, lines["| static int8 alone"]  # result, dominated
+    assert "| yes |" not in lines["| static int8 alone"]
+    assert "| **no** |" in lines["| dynamic int8 alone"]
+    assert [r["dominated"] for r in csv.DictReader(io.StringIO(result.csv()))] == ["False", "", ""]
+
+
+BASELINES_ONLY = """\
+name: masked
+tasks: [digits]
+budget: low
+seed: 0
+baselines: {trials: 1, targets: {size: 2}}
+"""
+
+
+def test_bench_never_opens_a_storage_by_its_masked_url(tmp_path, monkeypatch):
+    """Bug 10: the bench reopened its studies by the URL `study show` reports, in which a password is masked
+    (``***``): a server storage with a password could not be opened. Here `study show` reports a masked URL of a
+    file that does not exist; the bench must read its studies without it."""
+    from autocompress import study as acs
+
+    masked = f"sqlite://bench:***@/{tmp_path}/masked.db"
+    real_show = acs.show
+    monkeypatch.setattr(acs, "show", lambda study, url: {**real_show(study, url), "storage": masked})
+    definition = tmp_path / "masked.yaml"
+    definition.write_text(BASELINES_ONLY)
+    result, md_path, _ = bench.run_bench(definition, tmp_path / "out", tmp_path / "studies")
+    assert not (tmp_path / "masked.db").exists()
+    assert (tmp_path / "studies" / "masked.db").is_file()
+    assert [r.method for r in result.rows][-2:] == ["rule plan alone (trial 0)", "full study"]
+    assert result.timing["trials"] >= 1 and "## Where a trial's time goes" in md_path.read_text()

@@ -34,7 +34,7 @@ def _space(**kw):
 
 
 @pytest.mark.parametrize("quant,distil,extra", [
-    ("qat", "hard", {"pruning.round_to": 16}),
+    ("qat", "finetune", {"pruning.round_to": 16}),
     ("static", "combined", {"pruning.round_to": 0, "distillation.temperature": 3.0, "distillation.alpha": 0.3}),
     ("dynamic", "soft", {"distillation.temperature": 6.5}),
     ("none", "finetune", {}),
@@ -70,9 +70,113 @@ def test_search_space_follows_model_and_backend():
     with pytest.raises(st.StudyError, match="outside the study's search space"):
         plan = st.plan_from_trial(optuna.trial.FixedTrial({
             "quantization.mode": "none", "pruning.ratio": 0.5, "pruning.technique": "bn_scale",
-            "pruning.strategy": "linear", "pruning.steps": 1, "distillation.technique": "hard",
+            "pruning.strategy": "linear", "pruning.steps": 1, "distillation.technique": "finetune",
             "distillation.lr": 1e-3}), _space())
         st.trial_params_from_plan(plan, mlp)
+
+
+def test_hard_distillation_is_searched_as_finetune():
+    from autocompress.distillation import FineTune, HardDistillation
+
+    assert st.DISTILLATION_TECHNIQUES == ("finetune", "soft", "combined")
+    plain = st.plan_from_trial(optuna.trial.FixedTrial({
+        "quantization.mode": "none", "pruning.ratio": 0.5, "pruning.technique": "lamp", "pruning.strategy": "conv",
+        "pruning.steps": 1, "distillation.technique": "finetune", "distillation.lr": 1e-3}), _space())
+    hard = plain.replace(distillation=plain.distillation.replace(technique=HardDistillation()))
+    params = st.trial_params_from_plan(hard, _space())  # a seed plan with hard distillation is enqueued as finetune
+    assert params["distillation.technique"] == "finetune"
+    assert st.plan_from_trial(optuna.trial.FixedTrial(params), _space()) == st.canonical_plan(hard) == plain
+    assert st.canonical_plan(hard).distillation.technique == FineTune()
+    # a study made before keeps its four choices when it resumes (Optuna refuses changed categorical choices)
+    legacy = {k: v for k, v in _space().to_dict().items() if k != "distillation"}
+    assert "hard" in st.SearchSpace.from_dict(legacy).distillation
+    assert st.SearchSpace.from_dict(_space().to_dict()) == _space()
+
+
+def test_trial_record_json_keys_and_best_trial_tie_break():
+    keys = ["number", "state", "params", "values", "feasible", "metric_drop", "reduction", "plan", "plan_summary",
+            "metrics", "seconds", "aborted", "error", "seeded", "artifact_id"]  # `study show --json`, in order
+    record = st.TrialRecord(number=3, state="COMPLETE", values=(0.99, 0.02), feasible=True, reduction={"size": 9.0})
+    assert list(record.to_dict()) == keys and record.to_dict()["values"] == [0.99, 0.02]
+    assert st.TrialRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+    with pytest.raises(AttributeError):
+        record.state = "FAIL"  # frozen
+
+    def rec(number, size, drop, values, feasible=True):
+        return st.TrialRecord(number=number, state="COMPLETE", values=values, feasible=feasible, metric_drop=drop,
+                              reduction={"size": size})
+
+    directions = ["maximize", "minimize"]
+    # 1 and 2 tie on size; 2 dropped less. 3 reduces more but is infeasible. 0 is dominated by 2.
+    records = [rec(0, 5.0, 0.5, [0.97, 0.06]), rec(1, 10.0, 0.8, [0.98, 0.02]), rec(2, 10.0, 0.2, [0.985, 0.02]),
+               rec(3, 30.0, 3.0, [0.90, 0.01], feasible=False)]
+    assert st.best_trial(records, directions, "size").number == 2
+    assert st.best_trial([r.to_dict() for r in records], directions, "size")["number"] == 2  # dicts work too
+    same = [rec(4, 10.0, 0.2, [0.985, 0.02]), rec(5, 10.0, 0.2, [0.985, 0.02])]
+    assert st.best_trial(same, directions, "size").number == 4  # full tie: the lower number
+    assert st.best_trial([records[3]], directions, "size") is None
+
+
+def test_figures_and_costs_of_a_profile_and_of_its_dict():
+    from autocompress.profile import LayerStats, Profile
+
+    profile = Profile(arch_type="cnn", layers=(LayerStats(type="Linear", count=1, params=10, flops=20),), params=10,
+                      flops=20, size_mb=0.5, latency_ms={"batch_1": 1.0, "batch_64": 3.0},
+                      metric={"name": "accuracy", "value": 0.9}, device="cpu", threads=1)
+    assert st.figures(profile) == st.figures(profile.to_dict()) == st.figures(st.figures(profile))
+    assert list(st.figures(profile)) == ["params", "flops", "size_mb", "latency_ms", "energy_mj", "metric"]
+    values = st.costs(profile, ["latency", "size", "flops", "energy"])
+    assert values[:3] == [3.0, 0.5, 20.0] and math.isnan(values[3])  # energy was not measured
+    assert st.costs(profile.to_dict(), ["size"]) == [0.5]
+    assert set(st.COST_UNITS) == set(st.COSTS)
+
+
+def test_artifact_store_is_atomic_and_reads_like_optunas(tmp_path):
+    import io
+
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    ours, theirs = st.AtomicArtifactStore(tmp_path), FileSystemArtifactStore(str(tmp_path))
+    ours.write("a", io.BytesIO(b"PK-ours"))
+    theirs.write("b", io.BytesIO(b"PK-theirs"))
+    with theirs.open_reader("a") as fh, ours.open_reader("b") as other:
+        assert fh.read() == b"PK-ours" and other.read() == b"PK-theirs"
+
+    class Broken(io.BytesIO):
+        def read(self, *args):
+            raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        ours.write("c", Broken())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no partial or temporary file left
+    for bad in ("../escape", "/etc/passwd"):
+        with pytest.raises(ValueError, match="invalid artifact id"):
+            ours.write(bad, io.BytesIO(b"x"))
+    ours.remove("a")
+    with pytest.raises(ArtifactNotFound):
+        ours.open_reader("a")
+    with pytest.raises(ArtifactNotFound):
+        ours.remove("a")
+
+
+def test_a_dead_workers_trial_is_failed_with_its_reason(tmp_path):
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/dead.db", study_name="dead")
+    alive = study.ask()
+    alive.set_user_attr(st.WORKER_ATTR, st.objective.worker())  # this process: still running
+    dead = study.ask()
+    dead.set_user_attr(st.WORKER_ATTR, {**st.objective.worker(), "pid": gone.pid})
+    assert st.fail_dead_trials(study) == [dead.number]
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {alive.number: "RUNNING", dead.number: "FAIL"}
+    record = {r.number: r for r in st.trial_records(study)}[dead.number]
+    assert f"pid {gone.pid}" in record.error and "stopped before the trial finished" in record.error
+    assert st.fail_dead_trials(study) == []  # already failed: nothing more to do
 
 
 def test_early_abort_rule():
@@ -90,7 +194,9 @@ def test_early_abort_rule():
 
 
 def test_malformed_storage_is_one_line_error(tmp_path):
-    for url in ("not-a-url", "foo://nowhere", "journal://"):
+    # the last two: a SQLite file whose folder cannot be made, a port that is not a number
+    for url in ("not-a-url", "foo://nowhere", "journal://", "sqlite:////proc/autocompress/x.db",
+                "postgresql://u@h:notaport/db"):
         result = run_cli("study", *REQ, "--trials", "1", "--storage", url, cwd=tmp_path)
         assert result.returncode == 2, (url, result.stderr)
         lines = result.stderr.strip().splitlines()
@@ -105,6 +211,8 @@ def test_pareto_front_is_feasible_and_non_dominated():
         (True, [0.99, 0.06])])]
     front = st.pareto_front(recs, ["maximize", "minimize"])
     assert [r["number"] for r in front] == [0, 1]
+    records = [st.TrialRecord.from_dict(r) for r in recs]  # typed records give the same front, as records
+    assert [r.number for r in st.pareto_front(records, ["maximize", "minimize"])] == [0, 1]
 
 
 # ------------------------------------------------------------------------------------------ a real sqlite study
@@ -132,8 +240,9 @@ def test_trial0_is_the_selector_plan(sqlite_study):
     selector = Plan.load(json.loads(plan.stdout)["plan"])
     space = st.SearchSpace.from_dict(optuna.load_study(study_name="s", storage=sqlite_study["storage"])
                                      .user_attrs[st.ATTR]["space"])
-    assert st.plan_from_trial(optuna.trial.FixedTrial(trial0["params"]), space) == selector
-    assert Plan.load(trial0["plan"]) == selector
+    # the selector's plan as the trials run it (hard distillation is searched as fine-tuning)
+    assert st.plan_from_trial(optuna.trial.FixedTrial(trial0["params"]), space) == st.canonical_plan(selector)
+    assert Plan.load(trial0["plan"]) == st.canonical_plan(selector)
     assert trial0["params"] == st.trial_params_from_plan(selector)
 
 

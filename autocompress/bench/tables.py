@@ -1,0 +1,173 @@
+"""A benchmark's results: its rows, the CSV and the markdown report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .definition import BENCH_VERSION, BenchDefinition
+
+NOT_RUN = "not run"  # a baseline row without a measured model (its run failed or produced nothing)
+
+
+@dataclass
+class Row:
+    """One line of a table (and of the CSV). ``dominated`` is None for a row without a result."""
+
+    table: str
+    task: str
+    method: str
+    objective: str = ""
+    threshold: float | None = None
+    target: float | None = None
+    size: float | None = None
+    flops: float | None = None
+    latency: float | None = None
+    metric: float | None = None
+    drop: float | None = None
+    feasible: bool | None = None
+    met: bool | None = None
+    dominated: bool | None = None
+    trial: int | None = None
+    plan: str = ""
+    seconds: float | None = None
+
+    def reduction(self, key: str) -> float | None:
+        return getattr(self, key)
+
+    @property
+    def measured(self) -> bool:
+        """Whether the row holds a measured model (a metric); a baseline that did not run holds none."""
+        return self.metric is not None
+
+
+CSV_FIELDS = [f for f in Row.__dataclass_fields__]
+
+
+@dataclass
+class BenchResult:
+    definition: BenchDefinition
+    rows: list[Row]
+    machine: dict[str, Any]
+    seconds: dict[str, float]
+    timing: dict[str, Any]
+
+    def csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: _csv_value(getattr(row, k)) for k in CSV_FIELDS})
+        return buffer.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else round(value, 4)
+    return "" if value is None else value
+
+
+def _x(value: float | None) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}×"
+
+
+def _d(value: float | None) -> str:
+    return "—" if value is None else f"{-value:+.2f}"
+
+
+def markdown(result: BenchResult, source: Path) -> str:
+    """The benchmark's report: machine and versions, then one table per section that ran."""
+    d, rows = result.definition, result.rows
+    m = result.machine
+    lines = [f"# Benchmark `{d.name}`", "",
+             f"Produced by `autocompress bench {source}` (benchmark format {BENCH_VERSION}). Seed {d.seed}, budget "
+             f"`{d.budget}` for every study and baseline; tasks: {', '.join(d.tasks)}.",
+             f"Machine: {m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads. Versions: "
+             + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+             "Wall times: " + "; ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()) + ".", "",
+             "Reductions are X-fold (original ÷ compressed): size of the serialized weights, MACs per sample, "
+             "batch-64 CPU latency (median of 30 after 5 warm-ups). Drops are in metric points (negative: better "
+             "than the original).", ""]
+    lines += _preservation([r for r in rows if r.table == "preservation"])
+    lines += _targets([r for r in rows if r.table == "targets"])
+    lines += _baselines([r for r in rows if r.table == "baselines"])
+    if result.timing:
+        t = result.timing
+        stages = [k for k in ("prune", "distill", "quantize", "measure", "export") if k in t]
+        lines += ["## Where a trial's time goes", "",
+                  f"Mean over the {t['trials']} completed trials of the size study in section 3.", "",
+                  "| stage | " + " | ".join(stages) + " | total |", "|---|" + "---:|" * (len(stages) + 1),
+                  "| seconds | " + " | ".join(f"{t[k]:.2f}" for k in stages) + f" | {t['total']:.2f} |", ""]
+    return "\n".join(lines)
+
+
+def _preservation(pres: list[Row]) -> list[str]:
+    if not pres:
+        return []
+    lines = ["## 1. Performance preservation (thesis Tables 4–7)", "",
+             "Per threshold, one study minimising size, FLOPs and latency together; the best feasible reduction "
+             "of each (not necessarily from the same trial).", "",
+             "| task | max drop (points) | size | FLOPs | latency | feasible trials | study s |",
+             "|---|---:|---:|---:|---:|---|---:|"]
+    lines += [f"| {r.task} | {r.threshold:g} | {_x(r.size)} | {_x(r.flops)} | {_x(r.latency)} | {r.plan} | "
+              f"{r.seconds or 0:.0f} |" for r in pres]
+    return [*lines, ""]
+
+
+def _targets(targ: list[Row]) -> list[str]:
+    if not targ:
+        return []
+    lines = ["## 2. Targets (thesis Tables 8–19)", "",
+             "Per objective and target, one study; the trial reaching the target with the smallest drop, or "
+             "(target missed) the largest feasible reduction.", "",
+             "| task | objective | target | achieved | metric change (points) | met | trial | plan | study s |",
+             "|---|---|---:|---:|---:|---|---:|---|---:|"]
+    lines += [f"| {r.task} | {r.objective} | {r.target:g}× | {_x(r.reduction(r.objective))} | {_d(r.drop)} | "
+              f"{'yes' if r.met else 'no'} | {'' if r.trial is None else r.trial} | {r.plan} | "
+              f"{r.seconds or 0:.0f} |" for r in targ]
+    return [*lines, ""]
+
+
+def _baselines(base: list[Row]) -> list[str]:
+    if not base:
+        return []
+    lines = ["## 3. Side by side, same training budget (one run)", "",
+             "Best reduction of the objective at ≤ the max drop; `dominated`: some feasible trial of the study "
+             f"is at least as good in the metric and in this reduction, and better in one; `{NOT_RUN}`: the "
+             "baseline produced no measured model.", ""]
+    for task in dict.fromkeys(r.task for r in base):
+        for objective in dict.fromkeys(r.objective for r in base if r.task == task):
+            group = [r for r in base if r.task == task and r.objective == objective]
+            lines += [f"### {task}: {objective} (target {group[0].target:g}×, max drop {group[0].threshold:g})",
+                      "", f"| method | {objective} × at ≤ max drop | size × | FLOPs × | latency × | "
+                      "metric change | feasible | dominated by the study | plan | s |",
+                      "|---|---:|---:|---:|---:|---:|---|---|---|---:|"]
+            lines += [_baseline_line(r, objective) for r in group]
+            study = next((r for r in group if r.method == "full study"), None)
+            others = [r for r in group if r.method not in ("full study", "rule plan alone (trial 0)") and
+                      r.feasible and r.reduction(objective)]
+            if study and study.reduction(objective) and others:
+                best = max(others, key=lambda r: r.reduction(objective) or 0.0)
+                lines += ["", f"Study ÷ best other baseline ({best.method}): "
+                          f"{(study.reduction(objective) or 0.0) / (best.reduction(objective) or 1.0):.2f}×."]
+            lines.append("")
+    return lines
+
+
+def _baseline_line(r: Row, objective: str) -> str:
+    if not r.measured:  # the full study's row holds no result when no trial was feasible
+        at = "no feasible trial" if r.method == "full study" else NOT_RUN
+        feasible = "—"
+    else:
+        at = _x(r.reduction(objective)) if r.feasible else f"— ({_x(r.reduction(objective))} over)"
+        feasible = "yes" if r.feasible else "no"
+    if r.method == "full study":
+        dom = ""
+    else:
+        dom = NOT_RUN if r.dominated is None else ("yes" if r.dominated else "**no**")
+    return (f"| {r.method} | {at} | {_x(r.size)} | {_x(r.flops)} | {_x(r.latency)} | {_d(r.drop)} | {feasible} | "
+            f"{dom} | {r.plan} | {r.seconds or 0:.1f} |")

@@ -1,0 +1,238 @@
+"""What one trial does and what it records: the objectives, the threshold constraint and the trial's artifacts.
+
+- **Objectives.** Maximise the task metric (minimise it when lower is better) and minimise the compressed
+  model's cost(s): ``size`` (MB), ``latency`` (batch-64 ms), ``flops`` (MACs), ``energy`` (batch-64 mJ).
+  :func:`figures` and :func:`costs` are the one place a model's figures and cost values are read from a profile.
+- **Constraint.** ``metric_drop - max_drop`` set with ``trial.set_constraint``: feasible when ≤ 0.
+- **Per trial.** One ``pipeline.run_plan`` (no back-off). An epoch callback stops distillation once the
+  threshold is out of reach (:class:`~autocompress.study.abort.EarlyAbort`); such a trial is measured and counts
+  as infeasible. A trial that raises, or measures NaN, records its message and raises (the study marks it failed).
+- **Artifacts.** Each completed trial's model is exported as an ``autocompress`` archive (``.acz``) into the
+  study's artifact folder (an :class:`~autocompress.study.storage.AtomicArtifactStore`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..metrics import metric_threshold
+from ..report import figures
+from ..threads import threads_for, use_threads
+from ..errors import describe_error
+from ._common import StudyError
+from .abort import EarlyAbort
+from .space import SearchSpace, plan_from_trial
+from .storage import AtomicArtifactStore
+
+COSTS = ("size", "flops", "latency", "energy")
+# A cost objective's value in a trial's ``values`` and in the original model's figures, with its unit.
+COST_UNITS = {"size": "MB", "flops": "MACs", "latency": "ms (batch 64)", "energy": "mJ (batch 64)"}
+CONSTRAINT_KEY = "metric_drop_over_max"  # the trial's constraint: metric_drop - max_drop (feasible when ≤ 0)
+WORKER_ATTR = "worker"  # {"host", "pid"} of the process running a trial, to tell a dead worker's trial
+
+
+def parse_objectives(primary: str, objectives: str | None) -> list[str]:
+    """The costs the study minimises: ``--objectives a,b`` if given, else ``--objective``."""
+    if not objectives:
+        names = [primary]
+    else:
+        names = [n.strip() for n in objectives.split(",") if n.strip()]
+    bad = [n for n in names if n not in COSTS]
+    if bad or not names or len(set(names)) != len(names):
+        raise StudyError(f"objectives {objectives or primary!r}", f"distinct names among {', '.join(COSTS)}",
+                         "pass e.g. --objectives size,latency")
+    return names
+
+
+def costs(profile: Any, objectives: Sequence[str]) -> list[float]:
+    """The cost values of ``objectives`` (names from :data:`COSTS`, in their units, see :data:`COST_UNITS`); NaN
+    where one was not measured. ``profile`` is a Profile, its ``to_dict()`` or its :func:`figures`."""
+    figs = figures(profile)
+    by_name = {"size": figs["size_mb"], "flops": figs["flops"], "latency": figs["latency_ms"].get("batch_64"),
+               "energy": figs["energy_mj"].get("batch_64")}
+    return [float("nan") if by_name[o] is None else float(by_name[o]) for o in objectives]
+
+
+def result_costs(result: Any, objectives: Sequence[str]) -> list[float]:
+    """A pipeline result's cost values. Size and MACs as measured; latency and energy as the original's figure
+    over the ratio measured side by side in the trial's own window (:mod:`autocompress.compare`), so that the
+    machine's load when a trial ran does not move it on the Pareto front."""
+    values = costs(result.compressed, objectives)
+    original = costs(result.original, objectives)
+    for i, name in enumerate(objectives):
+        ratio = result.reduction.get(name)
+        if name in ("latency", "energy") and result.side_by_side.get(name) and ratio and math.isfinite(ratio):
+            values[i] = original[i] / ratio
+    return values
+
+
+def is_feasible(trial: Any) -> bool | None:
+    """A completed trial's feasibility from its Optuna constraint; None for trials that did not complete."""
+    if trial.state.name != "COMPLETE":
+        return None
+    constraints = dict(getattr(trial, "constraints", {}) or {})
+    if not constraints and "constraint" in trial.user_attrs:
+        constraints = {CONSTRAINT_KEY: trial.user_attrs["constraint"]}
+    return bool(constraints) and all(v <= 0 for v in constraints.values())
+
+
+@dataclass
+class StudyContext:
+    """What every trial of this process needs: the task, what the study measured once, where models go.
+
+    ``teacher_outputs``: the teacher's outputs on the training set; None to have the first trial that needs them
+    compute them once for this process (see :class:`_TeacherOutputs`).
+    """
+
+    task: Any
+    requirements: Any
+    objectives: list[str]
+    original: Any  # Profile
+    space: SearchSpace
+    artifacts: Path
+    device: str = "auto"
+    teacher_outputs: Any = None
+    log: Callable[[str], None] | None = None
+    threads: int | None = None  # --threads; None: an equal share of the cores among this machine's workers
+    workers: Any = None  # a threads.WorkerRegistry of this study's workers on this machine
+
+
+class _TeacherOutputs:
+    """The teacher's outputs on the training set, computed by the first trial that runs, once per process.
+
+    A cache that cannot be made (training data without indexable samples or with random transforms, more than
+    the cache's byte limit: :class:`~autocompress.distillation.TeacherCacheRefused`) is logged and the trials run the teacher on every batch instead. Any other error is the teacher failing on the
+    training data: it is that trial's failure (each later trial tries again, and fails the same way if it must).
+    """
+
+    def __init__(self, ctx: StudyContext) -> None:
+        self.ctx = ctx
+        self.done = ctx.teacher_outputs is not None
+        self.outputs = ctx.teacher_outputs
+
+    def get(self) -> Any:
+        if self.done:
+            return self.outputs
+        from ..distillation import TeacherCacheRefused, compute_teacher_outputs
+
+        task = self.ctx.task
+        try:  # the same checks as distillation's own cache: no random transforms, the size cap
+            self.outputs = compute_teacher_outputs(task.model, task, device=self.ctx.device)
+        except TeacherCacheRefused as exc:
+            self._say(f"teacher outputs not cached ({describe_error(exc)})")
+        self.done = True
+        return self.outputs
+
+    def _say(self, message: str) -> None:
+        if self.ctx.log:
+            self.ctx.log(message)
+
+
+def worker() -> dict[str, Any]:
+    """This process, as a trial records its worker: host name and pid."""
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
+    """The objective: one pipeline run per trial, its figures in the trial's user attributes."""
+    from optuna.artifacts import upload_artifact
+
+    from ..export import export_model
+    from ..pipeline import run_plan
+    from ..pruning import PruningWarning
+
+    ctx.artifacts.mkdir(parents=True, exist_ok=True)
+    store = AtomicArtifactStore(ctx.artifacts)
+    teacher = _TeacherOutputs(ctx)
+    req = ctx.requirements
+    metric = ctx.original.metric
+    higher = metric.get("higher_is_better", True)
+    target = metric_threshold(metric, req.max_drop)
+
+    def objective(trial: Any) -> list[float]:
+        started = time.perf_counter()
+        trial.set_user_attr(WORKER_ATTR, worker())
+        # Re-checked every trial: a worker that started or stopped since shifts this one's share of the cores.
+        threads = use_threads(threads_for(ctx.workers.live() if ctx.workers else 1, ctx.threads))
+        trial.set_user_attr("threads", threads)
+        try:
+            plan = plan_from_trial(trial, ctx.space)
+            trial.set_user_attr("plan", plan.to_dict())
+            trial.set_user_attr("plan_summary", plan.summary())
+            abort = EarlyAbort(target, higher, plan.distillation.max_epochs, metric_name=metric.get("name") or "metric")
+            teacher_started = time.perf_counter()
+            teacher_outputs = teacher.get()
+            teacher_seconds = time.perf_counter() - teacher_started
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PruningWarning)  # the trial's `notes` attribute keeps them
+                result = run_plan(ctx.task, plan, ctx.original, requirements=req, device=ctx.device,
+                                  teacher_outputs=teacher_outputs, epoch_callback=abort, progress=False,
+                                  threads=threads)
+            ran = time.perf_counter() - started
+            trial_costs = _record(trial, ctx, result, abort)
+            value = result.compressed.metric.get("value")
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / f"trial-{trial.number}.acz"
+                exported = export_model(result.model, "autocompress", path, ctx.task.example_input,
+                                        check_inputs=ctx.task.eval_loader(), plan=plan.to_dict(),
+                                        base_model=ctx.task.model)
+                artifact_id = upload_artifact(study_or_trial=trial, file_path=str(path), artifact_store=store,
+                                              mimetype="application/zip")
+            trial.set_user_attr("artifact_id", artifact_id)
+            trial.set_user_attr("artifact_bytes", exported.size_bytes)
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            timing = {**{k: round(v, 4) for k, v in result.timing.items()}, "pipeline": ran - teacher_seconds,
+                      "distillation": result.distillation.get("seconds"),
+                      "export": time.perf_counter() - started - ran}
+            if teacher_seconds > 0.01:  # the trial that cached the teacher's outputs for the others
+                timing["teacher_cache"] = teacher_seconds
+            trial.set_user_attr("timing", timing)
+            trial.set_constraint(CONSTRAINT_KEY, float(result.metric_drop) - req.max_drop)
+            return [float(value), *trial_costs]
+        # Not a catch: whatever a user's model or task raises is recorded as the trial's reason, then re-raised
+        # for study.optimize to mark the trial failed.
+        except Exception as exc:
+            trial.set_user_attr("error", describe_error(exc))
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            raise
+
+    return objective
+
+
+def _record(trial: Any, ctx: StudyContext, result: Any, abort: EarlyAbort) -> list[float]:
+    """Check a pipeline result can be a trial's values, store its figures in the trial's user attributes, and
+    return its cost values."""
+    if result.distillation.get("stopped_because") == "diverged":
+        raise RuntimeError(f"training diverged ({result.distillation.get('stop_detail') or 'NaN loss'})")
+    value = result.compressed.metric.get("value")
+    if value is None or not math.isfinite(float(value)):
+        raise RuntimeError(f"the compressed model's metric is {value} (training diverged)")
+    trial_costs = result_costs(result, ctx.objectives)
+    if not all(math.isfinite(c) for c in trial_costs):
+        raise RuntimeError(f"a cost is not finite: {dict(zip(ctx.objectives, trial_costs))}")
+    drop = float(result.metric_drop)
+    trial.set_user_attr("metrics", figures(result.compressed))
+    trial.set_user_attr("metric_drop", drop)
+    trial.set_user_attr("reduction", {k: (None if math.isnan(v) else float(v)) for k, v in result.reduction.items()})
+    trial.set_user_attr("feasible", bool(result.feasible))
+    trial.set_user_attr("constraint", drop - ctx.requirements.max_drop)
+    trial.set_user_attr("distillation", {k: result.distillation.get(k) for k in
+                                         ("epochs_run", "best_epoch", "best_metric", "stopped_because",
+                                          "stop_detail") if k in result.distillation})
+    if abort.reason:
+        trial.set_user_attr("aborted", abort.reason)
+    if result.notes:
+        trial.set_user_attr("notes", list(result.notes))
+    # The original's figure from the trial's own window, beside the candidate's (the ratios come from these).
+    trial.set_user_attr("side_by_side", result.side_by_side)
+    return trial_costs

@@ -1,0 +1,195 @@
+"""The search space and its one-to-one mapping onto plans.
+
+:func:`plan_from_trial` turns a trial's parameters into a :class:`~autocompress.plan.Plan`, and
+:func:`trial_params_from_plan` goes back, so the selector's plan is enqueued as trial 0 (and a couple of
+:func:`neighbours` after it). Conditional parameters (alpha, temperature, round_to) are suggested only when they
+apply; choices depend on the model (no ``bn_scale`` without BatchNorm, only strategies whose layer categories
+exist) and on the backend (gpu: no quantization; transformers: none or dynamic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._common import StudyError
+
+# Hard distillation trains on the labels alone, exactly like fine-tuning: one of the two is enough to search.
+DISTILLATION_TECHNIQUES = ("finetune", "soft", "combined")
+# What studies made before that change searched over; they resume with it (Optuna refuses changed choices).
+LEGACY_DISTILLATION_TECHNIQUES = ("finetune", "hard", "soft", "combined")
+RATIO_RANGE = (0.0, 0.95)
+STEPS_RANGE = (1, 3)
+LR_RANGE = (1e-4, 3e-3)
+ALPHA_RANGE = (0.1, 0.9)
+TEMPERATURE_RANGE = (1.0, 8.0)
+ROUND_TO_CHOICES = (0, 16)  # 0: free widths
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What the trials may choose for one model, backend and budget. Everything else in a plan is fixed."""
+
+    techniques: tuple[str, ...]
+    strategies: tuple[str, ...]
+    quantization: tuple[str, ...]
+    max_epochs: int
+    backend: str  # the quantization config's backend: x86 or gpu
+    patience: int | None = 3
+    stop: str = "epochs"
+    distillation: tuple[str, ...] = DISTILLATION_TECHNIQUES
+
+    @classmethod
+    def for_model(cls, profile: Any, requirements: Any) -> SearchSpace:
+        from ..pruning import STRATEGIES, TECHNIQUES
+        from ..selection import BUDGET_EPOCHS, layer_category
+
+        has_bn = any(layer.type.startswith("BatchNorm") for layer in profile.layers)
+        techniques = tuple(t for t in TECHNIQUES if t != "bn_scale" or has_bn)
+        categories = {layer_category(layer.type) for layer in profile.layers}
+        strategies = tuple(s for s in STRATEGIES if s == "global" or s in categories)
+        if requirements.backend == "gpu":
+            quantization: tuple[str, ...] = ("none",)
+        elif profile.arch_type == "transformer":
+            quantization = ("none", "dynamic")  # static and QAT cannot trace attention fed dicts of tensors
+        else:
+            quantization = ("none", "dynamic", "static", "qat")
+        return cls(techniques=techniques, strategies=strategies, quantization=quantization,
+                   max_epochs=BUDGET_EPOCHS[requirements.budget],
+                   backend="gpu" if requirements.backend == "gpu" else "x86")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"techniques": list(self.techniques), "strategies": list(self.strategies),
+                "quantization": list(self.quantization), "max_epochs": self.max_epochs, "backend": self.backend,
+                "patience": self.patience, "stop": self.stop, "distillation": list(self.distillation)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
+        return cls(techniques=tuple(data["techniques"]), strategies=tuple(data["strategies"]),
+                   quantization=tuple(data["quantization"]), max_epochs=int(data["max_epochs"]),
+                   backend=data["backend"], patience=data.get("patience", 3), stop=data.get("stop", "epochs"),
+                   distillation=tuple(data.get("distillation", LEGACY_DISTILLATION_TECHNIQUES)))
+
+
+def plan_from_trial(trial: Any, space: SearchSpace) -> Any:
+    """The plan a trial's parameters describe. Parameters are suggested only where they apply."""
+    from ..distillation import DistillationConfig, technique_from_name
+    from ..plan import Plan
+    from ..pruning import PruningConfig
+    from ..quantization import quantization_config
+
+    mode = trial.suggest_categorical("quantization.mode", list(space.quantization))
+    ratio = trial.suggest_float("pruning.ratio", *RATIO_RANGE)
+    technique = trial.suggest_categorical("pruning.technique", list(space.techniques))
+    strategy = trial.suggest_categorical("pruning.strategy", list(space.strategies))
+    steps = trial.suggest_int("pruning.steps", *STEPS_RANGE)
+    round_to = None
+    if mode in ("static", "qat"):  # fbgemm's int8 kernels like channel counts in multiples of 16
+        round_to = trial.suggest_categorical("pruning.round_to", list(ROUND_TO_CHOICES)) or None
+    distil = trial.suggest_categorical("distillation.technique", list(space.distillation))
+    options: dict[str, float] = {}
+    if distil in ("soft", "combined"):
+        options["temperature"] = trial.suggest_float("distillation.temperature", *TEMPERATURE_RANGE, step=0.25)
+    if distil == "combined":
+        options["alpha"] = trial.suggest_float("distillation.alpha", *ALPHA_RANGE, step=0.05)
+    lr = trial.suggest_float("distillation.lr", *LR_RANGE, log=True)
+    return Plan(
+        pruning=PruningConfig(technique=technique, strategy=strategy, ratio=ratio, steps=steps, round_to=round_to),
+        distillation=DistillationConfig(technique=technique_from_name(distil, **options), stop=space.stop,
+                                        max_epochs=space.max_epochs, patience=space.patience, lr=lr),
+        quantization=quantization_config(mode, backend=space.backend),
+    )
+
+
+def _searched_technique(name: str) -> str:
+    """The search space's name for a distillation technique: ``hard`` is searched as ``finetune``."""
+    return "finetune" if name == "hard" else name
+
+
+def canonical_plan(plan: Any) -> Any:
+    """``plan`` as the trials run it: the same plan with hard distillation written as fine-tuning (they train
+    identically), so ``plan_from_trial(FixedTrial(trial_params_from_plan(plan)), space) == canonical_plan(plan)``."""
+    from ..distillation import FineTune
+
+    if plan.distillation.technique.name != "hard":
+        return plan
+    return plan.replace(distillation=plan.distillation.replace(technique=FineTune()))
+
+
+def trial_params_from_plan(plan: Any, space: SearchSpace | None = None) -> dict[str, Any]:
+    """The trial parameters that :func:`plan_from_trial` maps back onto ``plan`` (for ``enqueue_trial``).
+
+    A plan with hard distillation maps onto ``finetune`` (see :func:`canonical_plan`). With ``space``, a plan the
+    search space cannot express raises :class:`StudyError`.
+    """
+    from ..pruning import technique_name
+
+    p, d = plan.pruning, plan.distillation
+    params: dict[str, Any] = {"quantization.mode": plan.quantization_mode, "pruning.ratio": float(p.ratio),
+                              "pruning.technique": technique_name(p.technique), "pruning.strategy": p.strategy,
+                              "pruning.steps": int(p.steps)}
+    if plan.quantization_mode in ("static", "qat"):
+        params["pruning.round_to"] = int(p.round_to or 0)
+    name = _searched_technique(d.technique.name)
+    params["distillation.technique"] = name
+    if name in ("soft", "combined"):
+        params["distillation.temperature"] = float(d.technique.temperature)
+    if name == "combined":
+        params["distillation.alpha"] = float(d.technique.alpha)
+    params["distillation.lr"] = float(d.lr)
+    if space is not None:
+        _check_in_space(params, plan, space)
+    return params
+
+
+def _check_in_space(params: dict[str, Any], plan: Any, space: SearchSpace) -> None:
+    p, d = plan.pruning, plan.distillation
+    problems = []
+    if params["quantization.mode"] not in space.quantization:
+        problems.append(f"quantization {params['quantization.mode']}")
+    if params["pruning.technique"] not in space.techniques:
+        problems.append(f"technique {params['pruning.technique']}")
+    if params["pruning.strategy"] not in space.strategies:
+        problems.append(f"strategy {params['pruning.strategy']}")
+    if params["distillation.technique"] not in space.distillation:
+        problems.append(f"distillation {params['distillation.technique']}")
+    if not RATIO_RANGE[0] <= p.ratio <= RATIO_RANGE[1] or not STEPS_RANGE[0] <= p.steps <= STEPS_RANGE[1]:
+        problems.append(f"ratio {p.ratio} / steps {p.steps}")
+    if not LR_RANGE[0] <= d.lr <= LR_RANGE[1]:
+        problems.append(f"lr {d.lr}")
+    if p.round_to not in (None, *[r for r in ROUND_TO_CHOICES if r]):
+        problems.append(f"round_to {p.round_to}")
+    if d.max_epochs != space.max_epochs or d.stop != space.stop or d.patience != space.patience:
+        problems.append(f"epochs {d.max_epochs} / stop {d.stop} / patience {d.patience}")
+    if problems:
+        raise StudyError(f"a plan outside the study's search space ({', '.join(problems)})",
+                         "a plan the trials can express", "check the plan against SearchSpace")
+
+
+def neighbours(plan: Any) -> list[Any]:
+    """The seed's closest alternatives, most useful first (``--neighbours K`` enqueues the first K).
+
+    The rule plan aims pruning at the target, so the threshold is what usually binds: the first neighbour keeps
+    1.4× the channels, the second the same milder pruning recovered by combined distillation from the original
+    (T=4, α=0.5), the third prunes harder (0.8× the channels kept), the fourth keeps 2× the channels.
+    Steps are in the kept fraction (1 − ratio), where they mean the same at 50% and at 90% pruning.
+    """
+    from ..distillation import CombinedDistillation
+
+    r = plan.pruning.ratio
+    keep = 1.0 - r
+
+    def with_keep(factor: float) -> Any | None:
+        ratio = round(min(RATIO_RANGE[1], max(RATIO_RANGE[0], 1.0 - keep * factor)), 4)
+        return plan.replace(pruning=plan.pruning.replace(ratio=ratio)) if abs(ratio - r) > 1e-3 else None
+
+    milder = with_keep(1.4)
+    distilled = None
+    if milder is not None and plan.distillation.technique.KIND != CombinedDistillation.KIND:
+        distilled = milder.replace(distillation=milder.distillation.replace(technique=CombinedDistillation()))
+    candidates = [milder, distilled, with_keep(0.8), with_keep(2.0)]
+    out: list[Any] = []
+    for candidate in candidates:
+        if candidate is not None and candidate not in out and candidate != plan:
+            out.append(candidate)
+    return out
