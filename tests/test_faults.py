@@ -100,7 +100,8 @@ def test_kill_9_then_resume(tmp_path):
         with store.open_reader(artifact_id) as fh:
             assert fh.read(2) == b"PK"
     leftovers = [p.name for p in Path(after["artifacts"]).iterdir() if p.name not in ids]
-    assert all(name.endswith(".lock") for name in leftovers), leftovers  # no partial or temporary files
+    # No partial or temporary files: only the seeding lock and the folder where workers register.
+    assert all(name.endswith(".lock") or name == ".workers" for name in leftovers), leftovers
 
 
 # ------------------------------------------------------------------------------------------ determinism
@@ -172,7 +173,8 @@ def test_the_dashboard_never_imports_the_task(tmp_path, monkeypatch):
     study = data.load(storage, "u")
     assert data.trials_frame(study)["state"].tolist() == ["COMPLETE"]
     path, figures = data.export(storage, "u", 0, "torchscript", tmp_path)
-    assert path.is_file() and figures["check"] == "max_abs_diff"
+    int8 = study["trials"][0]["params"]["quantization.mode"] != "none"  # int8 models are checked by top-1
+    assert path.is_file() and figures["check"] == ("top1_agreement" if int8 else "max_abs_diff")
     assert not marker.exists()
 
 
