@@ -4,8 +4,8 @@ The public API: :class:`Task` (what a user brings), :func:`load_task`, :func:`pr
 :class:`Profile`, :func:`export_model` and :func:`load` (exported models), and the :class:`AutocompressError`
 hierarchy.
 
-The names are imported on first use (PEP 562), so that ``autocompress.cli`` can choose the OpenMP thread
-policy before torch loads (see :mod:`autocompress.threads`).
+The names are imported on first use (PEP 562): ``import autocompress`` (and ``autocompress --help``) does not
+load torch.
 """
 
 from __future__ import annotations

@@ -66,14 +66,11 @@ def prepare_out(path: str | Path, overwrite: bool) -> Path:
 
 def check_formats(formats: Sequence[str], mode: str) -> None:
     """Refuse a format that cannot hold a model quantized with ``mode`` (the plan's), before the run."""
-    from .export import formats_for_mode
+    from .export.formats import refuse_format
 
-    able = formats_for_mode(mode)
     for fmt in formats:
-        if fmt not in able:
-            raise ConfigError(f"--format {fmt} for a model quantized with {mode!r}",
-                              f"a format that can hold it: {', '.join(able)}",
-                              f"drop --format {fmt}; the autocompress archive is always written")
+        refuse_format(fmt, mode, "the plan's model",
+                      f"drop --format {fmt}; the autocompress archive is always written")
 
 
 def compress(task: Task, requirements: Requirements, out: str | Path, *, formats: Sequence[str] = (),

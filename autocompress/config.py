@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
-from .errors import ConfigError
+from .errors import AutocompressError, ConfigError
 
 C = TypeVar("C", bound="Config")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -121,22 +121,31 @@ def registered_kinds(prefix: str = "") -> list[str]:
 
 
 def family_names(family: str) -> list[str]:
-    """The short names registered in one family (``pruning``, ``distillation``, ``quantization``, ...)."""
-    return [kind.partition(".")[2] for kind in registered_kinds(f"{family}.")]
+    """The short names registered in one family (``pruning``, ``distillation``, ``quantization``), in the order
+    they were registered."""
+    return [kind.partition(".")[2] for kind in _CONFIG_TYPES if kind.startswith(f"{family}.")]
 
 
-def config_from_name(family: str, name: str, **params: Any) -> Config:
-    """The one name→config map: ``config_from_name("distillation", "soft", temperature=2)`` builds the config
-    registered as ``distillation.soft``. A retired name registered with :func:`register_alias` still works."""
-    kind = _ALIASES.get(f"{family}.{name}", f"{family}.{name}")
+def config_from_name(family: str, name: str, *, what: str = "technique", error: type[AutocompressError] | None = None,
+                     **params: Any) -> Config:
+    """The one name→config map of the technique families: ``config_from_name("distillation", "soft",
+    temperature=2)`` builds the config registered as ``distillation.soft``. A retired name registered with
+    :func:`register_alias` still works. Unknown names and parameters raise ``error`` (default ConfigError)."""
+    error = error or ConfigError
+    kind = _ALIASES.get(f"{family}.{name}", f"{family}.{name}") if isinstance(name, str) else None
     if kind not in _CONFIG_TYPES:
-        raise ConfigError(f"{family} technique {name!r}", f"one of {', '.join(family_names(family))}",
-                          f"check the {family} technique name")
+        raise error(f"unknown {family} {what} {name!r}", f"one of {', '.join(family_names(family))}",
+                    "pick one of these names")
+    fields = [f.name for f in dataclasses.fields(_CONFIG_TYPES[kind])]
+    if set(params) - set(fields):
+        raise error(f"parameters {sorted(params)} for {family} {what} {name!r}", f"parameters among {fields}",
+                    "remove the unknown parameters")
     return Config.from_dict({"kind": kind, **params})
 
 
 class HandlerRegistry(Generic[F]):
-    """Maps config types to the functions that apply them: ``registry.register(ConfigType)(fn)``."""
+    """Maps config types to the functions that apply them: ``registry.register(ConfigType)(fn)``, each
+    ``fn(config, request)``; :meth:`apply` runs the one registered for a config."""
 
     def __init__(self, what: str) -> None:
         self.what = what
@@ -156,6 +165,11 @@ class HandlerRegistry(Generic[F]):
         known = ", ".join(sorted(c.KIND for c in self._handlers))
         raise ConfigError(f"no {self.what} handler for config {type(config).__name__} ({config.KIND!r})",
                           f"one of {known}", "register a handler for this config type")
+
+    def apply(self, config: Config, request: Any = None) -> Any:
+        """Run the handler registered for ``config``'s type. Every family's handlers share this one signature,
+        ``handler(config, request)``: the config says what to do, the family's request what to do it to."""
+        return self(config)(config, request)
 
     def kinds(self) -> list[str]:
         return sorted(c.KIND for c in self._handlers)

@@ -22,10 +22,10 @@ from .distillation import DistillationConfig, distill
 from .errors import AutocompressError, ConfigError
 from .plan import Plan
 from .profile import Profile, profile_model, profile_task
-from .pruning import prune
 from .quantization import convert, prepare_qat, quantization_config, quantize
 from .requirements import Requirements
-from .selection import PRUNING_OBJECTIVE, SOLVER_TOLERANCE
+from .pruning import SOLVER_TOLERANCE, prune, solve_above
+from .selection import PRUNING_OBJECTIVE
 from .task import Task
 
 MAX_ATTEMPTS = 4
@@ -228,13 +228,10 @@ def _pruning_fold(result: PipelineResult, objective: str) -> float:
 
 def _with_pruning_fold(task: Task, plan: Plan, objective: str, fold: float, progress: bool) -> Plan:
     """``plan`` with the pruning ratio that the target solver finds for ``fold`` (aiming just above it)."""
-    from .pruning import solve_target
-
     if fold <= 1.0 + 1e-6:
         return plan.replace(pruning=plan.pruning.replace(ratio=0.0))
-    solved = solve_target(task.model, task.example_input, plan.pruning.technique, plan.pruning.strategy,
-                          objective=PRUNING_OBJECTIVE[objective], target=fold * (1 + SOLVER_TOLERANCE),
-                          tolerance=SOLVER_TOLERANCE, round_to=plan.pruning.round_to, progress=progress)
+    solved = solve_above(task.model, task.example_input, plan.pruning.technique, plan.pruning.strategy,
+                         PRUNING_OBJECTIVE[objective], fold, round_to=plan.pruning.round_to, progress=progress)
     return plan.replace(pruning=plan.pruning.replace(ratio=round(solved.ratio, 4), strategy=solved.config.strategy))
 
 

@@ -277,6 +277,7 @@ QUANTIZERS: HandlerRegistry = HandlerRegistry("quantization")
 
 @dataclass
 class _Request:
+    model: nn.Module
     calibration_loader: Iterable[Any] | None
     example_input: ModelInput | None
     train_fn: Callable[[nn.Module], Any] | None
@@ -284,12 +285,14 @@ class _Request:
 
 
 @QUANTIZERS.register(NoQuantization)
-def _none(model: nn.Module, config: NoQuantization, request: _Request) -> QuantizeResult:
+def _none(config: NoQuantization, request: _Request) -> QuantizeResult:
+    model = request.model
     return QuantizeResult(model=model, config=config)
 
 
 @QUANTIZERS.register(DynamicQuantization)
-def _dynamic(model: nn.Module, config: DynamicQuantization, request: _Request) -> QuantizeResult:
+def _dynamic(config: DynamicQuantization, request: _Request) -> QuantizeResult:
+    model = request.model
     float_arch = _arch.capture(model)
     layers = {_DYNAMIC_LAYERS[name] for name in config.layers}
     quantized = quantize_dynamic(model.eval(), layers, dtype=torch.qint8)
@@ -298,7 +301,8 @@ def _dynamic(model: nn.Module, config: DynamicQuantization, request: _Request) -
 
 
 @QUANTIZERS.register(StaticQuantization)
-def _static(model: nn.Module, config: StaticQuantization, request: _Request) -> QuantizeResult:
+def _static(config: StaticQuantization, request: _Request) -> QuantizeResult:
+    model = request.model
     if request.calibration_loader is None:
         raise QuantizationError("static quantization without calibration data", "a loader of training batches",
                                 "pass calibration_loader=task.train_loader()")
@@ -315,7 +319,8 @@ def _static(model: nn.Module, config: StaticQuantization, request: _Request) -> 
 
 
 @QUANTIZERS.register(QATQuantization)
-def _qat(model: nn.Module, config: QATQuantization, request: _Request) -> QuantizeResult:
+def _qat(config: QATQuantization, request: _Request) -> QuantizeResult:
+    model = request.model
     if request.train_fn is None:
         raise QuantizationError("qat quantization without a training function",
                                 "train_fn(prepared_model) that fine-tunes the model in place",
@@ -346,7 +351,7 @@ def quantize(model: nn.Module, config: QuantizationConfig, calibration_loader: I
     if config.MODE != "none":
         _use_engine(config.backend)
     with quiet():
-        return handler(subject, config, _Request(calibration_loader, example_input, train_fn, progress))
+        return handler(config, _Request(subject, calibration_loader, example_input, train_fn, progress))
 
 
 def _prepare_qat_copy(model: nn.Module, config: QATQuantization, x: ModelInput) -> nn.Module:
@@ -440,7 +445,7 @@ def requantize(float_model: nn.Module, info: Mapping[str, Any], example_input: M
         # No data runs through this structure: its observers are placeholders that the state dict overwrites.
         warnings.filterwarnings("ignore", message=_UNOBSERVED_MESSAGE)
         if isinstance(config, DynamicQuantization):
-            model = _dynamic(subject, config, _Request(None, x, None, False)).model
+            model = QUANTIZERS.apply(config, _Request(subject, None, x, None, False)).model
         else:
             prepared = _PREPARERS[info["graph_mode"]](subject, config, x, isinstance(config, QATQuantization))
             model = _static_convert(prepared, info["graph_mode"])

@@ -9,13 +9,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .config import Config, register_config
+from .config import Config, config_from_name, family_names, register_config
 from .errors import QuantizationError
 
 CPU_BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn")
 BACKENDS = (*CPU_BACKENDS, "gpu")
 DYNAMIC_LAYERS = ("linear", "lstm", "gru")  # layer kinds dynamic quantization can swap
-_MODES: dict[str, type[QuantizationConfig]] = {}
 
 
 @dataclass(frozen=True)
@@ -29,11 +28,6 @@ class QuantizationConfig(Config):
         if self.backend not in BACKENDS:
             raise QuantizationError(f"quantization backend {self.backend!r}", f"one of {', '.join(BACKENDS)}",
                                     "pick a backend from that list")
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.MODE:
-            _MODES[cls.MODE] = cls
 
 
 @register_config("quantization.none")
@@ -94,13 +88,12 @@ class QATQuantization(QuantizationConfig):
         return data
 
 
-MODES = ("none", "dynamic", "static", "qat")
+MODES = tuple(family_names("quantization"))  # none, dynamic, static, qat: in the order registered
 
 
 def quantization_config(mode: str, **options: Any) -> QuantizationConfig:
-    """The config record for a mode name (``none``, ``dynamic``, ``static``, ``qat``) with its options."""
-    cls = _MODES.get(mode)
-    if cls is None:
-        raise QuantizationError(f"quantization mode {mode!r}", f"one of {', '.join(MODES)}",
-                                "pick a mode from that list")
-    return cls(**options)
+    """The config record for a mode name (``none``, ``dynamic``, ``static``, ``qat``) with its options (the one
+    name→config map, :func:`autocompress.config.config_from_name`)."""
+    config = config_from_name("quantization", mode, what="mode", error=QuantizationError, **options)
+    assert isinstance(config, QuantizationConfig)
+    return config

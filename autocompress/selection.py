@@ -211,7 +211,6 @@ def choose_distillation(profile: Profile, req: Requirements) -> tuple[str, Reaso
 
 
 # ------------------------------------------------------------------------------------------------ the plan
-SOLVER_TOLERANCE = 0.02
 INT8_ROUND_TO = 16
 SIZE_CALIBRATION_ROUNDS = 4
 CNN_FLOPS_TECHNIQUES = ("lamp", "magnitude")  # compared by the selector for a MACs target
@@ -239,7 +238,11 @@ PRUNING_OBJECTIVE = {"size": "params", "flops": "flops", "latency": "flops", "en
 
 @dataclass(frozen=True)
 class Selection:
-    """The selector's answer: the plan, one reason per decision, and the requirements it answers."""
+    """The selector's answer: the plan, one reason per decision, and the requirements it answers.
+
+    ``pruning_target`` is the X-fold reduction (params for size, MACs otherwise) left for pruning once the
+    quantization's estimated gain is counted.
+    """
 
     plan: Any
     reasons: tuple[Reason, ...]
@@ -265,7 +268,7 @@ def select(profile: Profile, requirements: Requirements, model: nn.Module | None
     """
     from .distillation import DistillationConfig, technique_from_name
     from .plan import Plan
-    from .pruning import PruningConfig, PruningWarning, solve_target
+    from .pruning import SOLVER_TOLERANCE, PruningConfig, PruningWarning, solve_above
     from .quantization import quantization_config
 
     check_max_drop(profile.metric or {}, requirements.max_drop)
@@ -291,11 +294,9 @@ def select(profile: Profile, requirements: Requirements, model: nn.Module | None
         ratio = 0.0
         reasons.append(Reason("pruning.ratio", "0", "quantization alone is estimated to reach the target"))
     elif model is not None and example_input is not None:
-        # Aim just above the target: the solver lands within its tolerance on either side of what it is given.
         def solve(granularity: int | None, pruning_fold: float, by: str | None = None) -> Any:
-            return solve_target(model, example_input, by or technique, strategy, objective=objective,
-                                target=pruning_fold * (1 + SOLVER_TOLERANCE), tolerance=SOLVER_TOLERANCE,
-                                round_to=granularity, progress=progress)
+            return solve_above(model, example_input, by or technique, strategy, objective, pruning_fold,
+                               round_to=granularity, progress=progress)
 
         def solve_fold(pruning_fold: float) -> Any:
             nonlocal round_to

@@ -1,21 +1,27 @@
 """CPU threads chosen deliberately: workers on one machine share its cores instead of fighting over them.
 
-Training and measuring in torch use one intra-op thread per core by default. Two such processes on a 2-core
-machine oversubscribe it, and OpenMP threads that spin while they wait for each other slowed a digits trial
-from 1.5 s to 17.7 s. So:
+Training and measuring in torch use one intra-op thread per core by default, and torch's OpenMP threads spin
+while they wait for each other. Beside another busy process on a 2-core machine that slowed a digits trial
+from 1.5 s to 17.7 s: a spinning thread holds a core the neighbour needs, and waits on a thread the neighbour
+has displaced. So, before every trial:
 
 - ``--threads N`` (or ``OMP_NUM_THREADS``) is honoured as given;
-- otherwise each study worker takes ``cores // workers`` threads, where ``workers`` counts the live workers of
-  the same study on this machine (each registers a file in the study's artifact folder while it runs), and
-  re-checks that count before every trial, so a worker that starts or stops shifts the others' share;
-- the CLI asks OpenMP for a passive wait policy (``OMP_WAIT_POLICY=PASSIVE``, unless set) before torch loads:
-  a waiting thread sleeps instead of spinning on a core another process needs.
+- otherwise a worker takes at most ``cores // workers`` threads, where ``workers`` counts the live workers of
+  the same study on this machine (each registers a file in the study's artifact folder while it runs), and no
+  more threads than cores are idle at that moment (``/proc/stat`` over a fifth of a second), so a busy
+  neighbour, ours or anyone's, gets its cores and our threads never wait on one another.
+
+Measured on 2 cores (digits trials, ``studies/results/workers_compare.md``): beside a busy torch process a
+trial took 14.6 s with two spinning threads, 6.1 s with two threads and ``OMP_WAIT_POLICY=PASSIVE`` and 3.3 s
+with one thread; on a quiet machine two threads took 2.2–2.9 s and PASSIVE 4.2 s. Hence one thread per idle
+core, and the default wait policy.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 WORKERS_FOLDER = ".workers"
@@ -35,12 +41,37 @@ def env_threads() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def threads_for(workers: int = 1, requested: int | None = None) -> int:
+IDLE_SAMPLE_SECONDS = 0.2
+
+
+def idle_cores(interval: float = IDLE_SAMPLE_SECONDS) -> float | None:
+    """How many cores sat idle over the last ``interval`` seconds (``/proc/stat``); None where unreadable."""
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as fh:
+                fields = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return idle, sum(fields[:8])
+
+    first = sample()
+    time.sleep(interval)
+    second = sample()
+    if first is None or second is None or second[1] <= first[1]:
+        return None
+    return (os.cpu_count() or 1) * (second[0] - first[0]) / (second[1] - first[1])
+
+
+def threads_for(workers: int = 1, requested: int | None = None, idle: float | None = None) -> int:
     """Intra-op threads for one of ``workers`` processes on this machine: ``requested`` (``--threads``), else
-    ``OMP_NUM_THREADS``, else an equal share of the cores (at least 1)."""
+    ``OMP_NUM_THREADS``, else an equal share of the cores, and no more than the ``idle`` cores (at least 1)."""
     if requested:
         return max(1, int(requested))
-    return env_threads() or max(1, available_cores() // max(1, workers))
+    share = max(1, available_cores() // max(1, workers))
+    if idle is not None:
+        share = min(share, max(1, round(idle)))
+    return env_threads() or share
 
 
 def use_threads(threads: int) -> int:

@@ -140,7 +140,7 @@ def test_a_format_that_cannot_hold_the_plans_model_is_refused_before_the_run(tmp
     out = tmp_path / "out"
     result = run_cli("compress", "--task", "digits", "--target", "4", "--format", "pt2", "--out", str(out))
     assert result.returncode == 2
-    assert "--format pt2 for a model quantized with 'qat'" in result.stderr
+    assert "the plan's model is a qat int8 model, which pt2 cannot hold" in result.stderr
     assert "torchscript, onnx, autocompress" in result.stderr and "attempt" not in result.stderr
     assert not out.exists()
 

@@ -362,7 +362,7 @@ class _BuggyImportanceConfig(Config):
 
 
 @IMPORTANCE.register(_BuggyImportanceConfig)
-def _buggy_importance(config: _BuggyImportanceConfig):
+def _buggy_importance(config: _BuggyImportanceConfig, request: None = None):
     return lambda group: group.scores_of_every_channel  # no such attribute: an AttributeError
 
 

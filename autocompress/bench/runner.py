@@ -158,10 +158,10 @@ class _Runner:
         from ..distillation import CombinedDistillation, DistillationConfig, FineTune
         from ..pipeline import run_plan
         from ..plan import Plan
-        from ..pruning import PruningConfig, solve_target
+        from ..pruning import PruningConfig, solve_above
         from ..quantization import quantization_config
         from ..requirements import Requirements
-        from ..selection import BUDGET_EPOCHS, PRUNING_OBJECTIVE, SOLVER_TOLERANCE
+        from ..selection import BUDGET_EPOCHS, PRUNING_OBJECTIVE
 
         requirements = Requirements(objective=objective, max_drop=max_drop, target=target, budget=self.d.budget)
         epochs = BUDGET_EPOCHS[self.d.budget]
@@ -181,9 +181,8 @@ class _Runner:
         # for size, MACs otherwise), plain fine-tuning; the best of the target, half and a quarter of it.
         recipe: list[Row] = []
         for fold in sorted({f for f in (target, target / 2, target / 4) if f >= 1.2}, reverse=True):
-            solved = solve_target(task.model, task.example_input, "magnitude", "global",
-                                  objective=PRUNING_OBJECTIVE[objective], target=fold * (1 + SOLVER_TOLERANCE),
-                                  tolerance=SOLVER_TOLERANCE, progress=False)
+            solved = solve_above(task.model, task.example_input, "magnitude", "global", PRUNING_OBJECTIVE[objective],
+                                 fold)
             plan = Plan(pruning=PruningConfig(technique="magnitude", strategy="global", ratio=round(solved.ratio, 4)),
                         distillation=DistillationConfig(technique=FineTune(), **training),
                         quantization=quantization_config("none"))

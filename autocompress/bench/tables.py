@@ -105,31 +105,33 @@ def markdown(result: BenchResult, source: Path) -> str:
     return "\n".join(lines)
 
 
+def _section(title: str, intro: str, header: str, align: str, rows: list[str]) -> list[str]:
+    """A markdown section: its title, one paragraph, and a table (none at all without rows)."""
+    return [title, "", intro, "", header, align, *rows, ""] if rows else []
+
+
 def _preservation(pres: list[Row]) -> list[str]:
-    if not pres:
-        return []
-    lines = ["## 1. Performance preservation (thesis Tables 4–7)", "",
-             "Per threshold, one study minimising size, FLOPs and latency together; the best feasible reduction "
-             "of each (not necessarily from the same trial).", "",
-             "| task | max drop (points) | size | FLOPs | latency | feasible trials | study s |",
-             "|---|---:|---:|---:|---:|---|---:|"]
-    lines += [f"| {r.task} | {r.threshold:g} | {_x(r.size)} | {_x(r.flops)} | {_x(r.latency)} | {r.plan} | "
-              f"{r.seconds or 0:.0f} |" for r in pres]
-    return [*lines, ""]
+    return _section(
+        "## 1. Performance preservation (thesis Tables 4–7)",
+        "Per threshold, one study minimising size, FLOPs and latency together; the best feasible reduction of "
+        "each (not necessarily from the same trial).",
+        "| task | max drop (points) | size | FLOPs | latency | feasible trials | study s |",
+        "|---|---:|---:|---:|---:|---|---:|",
+        [f"| {r.task} | {r.threshold:g} | {_x(r.size)} | {_x(r.flops)} | {_x(r.latency)} | {r.plan} | "
+         f"{r.seconds or 0:.0f} |" for r in pres])
 
 
 def _targets(targ: list[Row]) -> list[str]:
-    if not targ:
-        return []
-    lines = ["## 2. Targets (thesis Tables 8–19)", "",
-             "Per objective and target, one study; the trial reaching the target with the smallest drop, or "
-             "(target missed) the largest feasible reduction.", "",
-             "| task | objective | target | achieved | metric change (points) | met | trial | plan | study s |",
-             "|---|---|---:|---:|---:|---|---:|---|---:|"]
-    lines += [f"| {r.task} | {r.objective} | {r.target:g}× | {_x(r.reduction(r.objective))} | {_d(r.drop)} | "
-              f"{'yes' if r.met else 'no'} | {'' if r.trial is None else r.trial} | {r.plan} | "
-              f"{r.seconds or 0:.0f} |" for r in targ]
-    return [*lines, ""]
+    rows = []
+    for r in targ:
+        trial = "" if r.trial is None else r.trial
+        rows.append(f"| {r.task} | {r.objective} | {r.target:g}× | {_x(r.reduction(r.objective))} | {_d(r.drop)} | "
+                    f"{'yes' if r.met else 'no'} | {trial} | {r.plan} | {r.seconds or 0:.0f} |")
+    intro = ("Per objective and target, one study; the trial reaching the target with the smallest drop, or "
+             "(target missed) the largest feasible reduction.")
+    header = "| task | objective | target | achieved | metric change (points) | met | trial | plan | study s |"
+    return _section("## 2. Targets (thesis Tables 8–19)", intro, header, "|---|---|---:|---:|---:|---|---:|---|---:|",
+                    rows)
 
 
 def _baselines(base: list[Row]) -> list[str]:

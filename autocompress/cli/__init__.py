@@ -20,8 +20,6 @@ __all__ = ["EXIT_INTERNAL", "EXIT_TARGET_MISSED", "EXIT_USAGE", "build_parser", 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Before torch loads: OpenMP threads that wait should sleep, not spin on cores other workers need.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(_study_argv(list(sys.argv[1:] if argv is None else argv)))
     debug = bool(getattr(args, "debug", False))

@@ -72,24 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = commands.add_parser("profile", help="measure a task's model: layers, params, MACs, size, latency, metric",
-                            description="Measure a task's model: architecture type, parameters and MACs per layer "
-                                        "type, serialized size, CPU latency at batch 1 and 64, and the task metric.")
-    _add_task_options(p)
-    _add_model_options(p)
-    p.add_argument("--json", action="store_true", help="print the profile as stable JSON on stdout")
-    _add_common(p)
-    p.set_defaults(handler=handlers._cmd_profile)
-
-    p = commands.add_parser("plan", help="choose a compression plan with the rules and explain each choice",
-                            description="Profile the task's model and choose a compression plan (pruning, "
-                                        "distillation, quantization) from the rules, with a reason per choice.")
-    _add_task_options(p)
-    _add_model_options(p)
-    _add_requirement_options(p)
-    p.add_argument("--json", action="store_true", help="print profile, plan and reasons as stable JSON")
-    _add_common(p)
-    p.set_defaults(handler=handlers._cmd_plan)
+    # The commands that take a task: their parsers differ only in these texts and in the requirement options.
+    for name, text, description, json_help, with_requirements, handler in (
+        ("profile", "measure a task's model: layers, params, MACs, size, latency, metric",
+         "Measure a task's model: architecture type, parameters and MACs per layer type, serialized size, CPU "
+         "latency at batch 1 and 64, and the task metric.", "print the profile as stable JSON on stdout", False,
+         handlers._cmd_profile),
+        ("plan", "choose a compression plan with the rules and explain each choice",
+         "Profile the task's model and choose a compression plan (pruning, distillation, quantization) from the "
+         "rules, with a reason per choice.", "print profile, plan and reasons as stable JSON", True,
+         handlers._cmd_plan),
+    ):
+        p = commands.add_parser(name, help=text, description=description)
+        _add_task_options(p)
+        _add_model_options(p)
+        if with_requirements:
+            _add_requirement_options(p)
+        p.add_argument("--json", action="store_true", help=json_help)
+        _add_common(p)
+        p.set_defaults(handler=handler)
 
     p = commands.add_parser("compress", help="run the rule plan end to end and write the model and a report",
                             description="Choose the rule plan and run it: prune, distil (QAT inside the loop), "

@@ -17,7 +17,19 @@ from ..errors import ConfigError, DistillationError
 
 STOP_MODES = ("threshold", "epochs")
 
-LossFn = Callable[[Any, torch.Tensor, "torch.Tensor | None", Any, Callable[..., torch.Tensor]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossBatch:
+    """What a loss handler scores: one batch's student and teacher logits, its targets and the task's loss."""
+
+    student_logits: torch.Tensor
+    teacher_logits: torch.Tensor | None
+    targets: Any
+    loss_fn: Callable[..., torch.Tensor] = F.cross_entropy
+
+
+LossFn = Callable[[Any, LossBatch], torch.Tensor]
 
 
 # --------------------------------------------------------------------------------------------- configs
@@ -181,22 +193,19 @@ def soft_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temper
 
 
 @LOSSES.register(FineTune)
-def _hard_loss(config: DistillationTechnique, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
-               targets: Any, loss_fn: Callable[..., torch.Tensor]) -> torch.Tensor:
-    return loss_fn(student_logits, targets)
+def _hard_loss(config: DistillationTechnique, batch: LossBatch) -> torch.Tensor:
+    return batch.loss_fn(batch.student_logits, batch.targets)
 
 
 @LOSSES.register(SoftDistillation)
-def _soft_loss(config: SoftDistillation, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
-               targets: Any, loss_fn: Callable[..., torch.Tensor]) -> torch.Tensor:
-    return soft_loss(student_logits, teacher_logits, config.temperature)
+def _soft_loss(config: SoftDistillation, batch: LossBatch) -> torch.Tensor:
+    return soft_loss(batch.student_logits, batch.teacher_logits, config.temperature)
 
 
 @LOSSES.register(CombinedDistillation)
-def _combined_loss(config: CombinedDistillation, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
-                   targets: Any, loss_fn: Callable[..., torch.Tensor]) -> torch.Tensor:
-    hard = loss_fn(student_logits, targets)
-    soft = soft_loss(student_logits, teacher_logits, config.temperature)
+def _combined_loss(config: CombinedDistillation, batch: LossBatch) -> torch.Tensor:
+    hard = batch.loss_fn(batch.student_logits, batch.targets)
+    soft = soft_loss(batch.student_logits, batch.teacher_logits, config.temperature)
     return config.alpha * hard + (1.0 - config.alpha) * soft
 
 
@@ -208,6 +217,6 @@ def distillation_loss(technique: DistillationTechnique, student_logits: torch.Te
         raise DistillationError(f"technique {technique.KIND!r} without teacher outputs",
                                 "teacher logits for a technique that distils from a teacher",
                                 "pass teacher_logits, or use FineTune")
-    return LOSSES(technique)(technique, student_logits, teacher_logits, targets, loss_fn)
+    return LOSSES.apply(technique, LossBatch(student_logits, teacher_logits, targets, loss_fn))
 
 

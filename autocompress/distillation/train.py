@@ -23,7 +23,7 @@ from ..profile import evaluate, is_quantized
 from ..progress import progress_bar
 from ..task import Task
 from .teacher import _Indexed, _indexed_source, _split_batch, _teacher_cache, _teacher_context, _teacher_logits
-from .techniques import _OPTIMIZERS, LOSSES, DistillationConfig, DistillationTechnique, LossFn
+from .techniques import _OPTIMIZERS, LOSSES, DistillationConfig, DistillationTechnique, LossBatch, LossFn
 
 # Why a stop: the target was reached, the epoch budget ran out, no improvement for `patience` epochs, the
 # caller's per-epoch callback asked to stop (a study's early abort), or the training loss went non-finite.
@@ -303,7 +303,7 @@ def _train_epoch(model: nn.Module, batches: Iterator[tuple[torch.Tensor | None, 
             teacher_logits = cache[idx].to(dev)  # the rows of exactly this batch's samples
         elif teacher is not None:
             teacher_logits = _teacher_logits(teacher, x)
-        loss = loss_of(technique, student_logits, teacher_logits, y, task_loss)
+        loss = loss_of(technique, LossBatch(student_logits, teacher_logits, y, task_loss))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -275,6 +275,16 @@ def formats_for_mode(mode: str) -> tuple[str, ...]:
     return _RULES["float" if mode == "none" else mode]
 
 
+def refuse_format(fmt: str, mode: str, subject: str, fix: str | None = None) -> None:
+    """A one-line :class:`ExportError` when ``fmt`` cannot hold ``subject`` (a model quantized with ``mode``),
+    naming the formats that can: the one refusal for the CLI's export, ``compress`` and the dashboard."""
+    can_hold = formats_for_mode(mode)
+    if fmt not in can_hold:
+        kind = "float" if mode == "none" else f"{mode} int8"
+        raise ExportError(f"{subject} is a {kind} model, which {fmt} cannot hold",
+                          f"a format that can hold it: {', '.join(can_hold)}", fix or f"pass --format {can_hold[0]}")
+
+
 def model_kind(model: nn.Module) -> str:
     """``float``, an int8 mode (``dynamic``, ``static``, ``qat``) or ``foreign_int8`` (int8 made elsewhere)."""
     if not is_int8(model):

@@ -23,7 +23,7 @@ from ..errors import ExportError, describe_error
 from .api import export_model, load
 from .archive import read_check_inputs, read_manifest
 from .check import CHECK_ROWS
-from .formats import formats_for_mode
+from .formats import refuse_format
 
 log = logging.getLogger("autocompress.export")
 
@@ -82,11 +82,7 @@ def export_trial(study: Any, trial: Any, fmt: str, out: str | Path, artifacts: s
     to a temporary name and renamed; an existing ``out`` is kept unless ``overwrite``.
     """
     mode = (trial.params or {}).get("quantization.mode", "none")
-    can_hold = formats_for_mode(mode)
-    if fmt not in can_hold:
-        kind = "float" if mode == "none" else f"{mode} int8"
-        raise ExportError(f"trial {trial.number} is a {kind} model, which {fmt} cannot hold",
-                          f"a format that can hold it: {', '.join(can_hold)}", f"pass --format {can_hold[0]}")
+    refuse_format(fmt, mode, f"trial {trial.number}")
     out = Path(out)
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists", "a path that holds no file", "choose another --out, or pass "

@@ -18,7 +18,7 @@ model with :mod:`autocompress.profile`. A pruned architecture is saved as a JSON
 :mod:`autocompress._arch` (``capture``/``rebuild``), which the ``autocompress`` export format embeds.
 
     result = prune(model, x, PruningConfig(technique="magnitude", strategy="global", ratio=0.3))
-    result = solve_target(model, x, "magnitude", objective="flops", target=2.0)
+    result = solve_target, solve_above, SOLVER_TOLERANCE(model, x, "magnitude", objective="flops", target=2.0)
 
 Modules: :mod:`.importance` (techniques), :mod:`.config` (config, strategies, result), :mod:`.graph`
 (dependency-graph analysis), :mod:`.transformers` (attention architectures), :mod:`.core` (:func:`prune`),
@@ -33,11 +33,11 @@ from .errors import PruningError, PruningWarning
 from .importance import (IMPORTANCE, TECHNIQUES, BNScaleImportanceConfig, GroupNormImportanceConfig,
                          LAMPImportanceConfig, MagnitudeImportanceConfig, RandomImportanceConfig, technique_config,
                          technique_name)
-from .solver import solve_target
+from .solver import SOLVER_TOLERANCE, solve_above, solve_target
 
 __all__ = [
     "BNScaleImportanceConfig", "GroupNormImportanceConfig", "IMPORTANCE", "LAMPImportanceConfig",
     "MagnitudeImportanceConfig", "OBJECTIVES", "PruneResult", "PruningConfig", "PruningError", "PruningWarning",
-    "RandomImportanceConfig", "STRATEGIES", "Strategy", "TECHNIQUES", "prune", "solve_target", "technique_config",
+    "RandomImportanceConfig", "STRATEGIES", "Strategy", "TECHNIQUES", "prune", "SOLVER_TOLERANCE", "solve_above", "solve_target", "technique_config",
     "technique_name",
 ]

@@ -229,7 +229,7 @@ def _attempt(model: nn.Module, x: ModelInput, config: PruningConfig,
     """One pruning of a deep copy, keeping the layers named in ``skip``; raises :class:`_Broken`."""
     subject = copy.deepcopy(model)
     flags = _Frozen(subject)
-    importance = IMPORTANCE(config.technique)(config.technique)
+    importance = IMPORTANCE.apply(config.technique)
     heads_at_start = initial_heads(subject)
     head_fraction = config.effective_head_ratio
     notes: list[str] = []

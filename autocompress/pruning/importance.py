@@ -11,14 +11,13 @@ cheap.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..config import Config, HandlerRegistry, register_config
+from ..config import Config, HandlerRegistry, config_from_name, register_config
 from .errors import PruningError
 
 Importance = Callable[[Any], torch.Tensor | None]
@@ -32,9 +31,16 @@ class RandomImportanceConfig(Config):
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class _LpImportanceConfig(Config):
+    """A criterion built on the Lp norm of weights (``p``: the norm's order)."""
+
+    p: int = 2
+
+
 @register_config("pruning.magnitude")
 @dataclass(frozen=True)
-class MagnitudeImportanceConfig(Config):
+class MagnitudeImportanceConfig(_LpImportanceConfig):
     """Lp norm (L1 by default) of each layer's own filters/neurons."""
 
     p: int = 1
@@ -48,18 +54,14 @@ class BNScaleImportanceConfig(Config):
 
 @register_config("pruning.group_norm")
 @dataclass(frozen=True)
-class GroupNormImportanceConfig(Config):
+class GroupNormImportanceConfig(_LpImportanceConfig):
     """Group magnitude (DepGraph): the Lp norm over every parameter coupled to a channel, averaged."""
-
-    p: int = 2
 
 
 @register_config("pruning.lamp")
 @dataclass(frozen=True)
-class LAMPImportanceConfig(Config):
+class LAMPImportanceConfig(_LpImportanceConfig):
     """Layer-adaptive magnitude (LAMP): squared magnitude normalised by the layer's larger weights."""
-
-    p: int = 2
 
 
 # Names users and the search space use; each maps to its config type.
@@ -72,11 +74,12 @@ TECHNIQUES: dict[str, type[Config]] = {
 }
 
 #: config type -> factory building a Torch-Pruning style importance: ``importance(group) -> 1-D scores``.
-IMPORTANCE: HandlerRegistry[Callable[[Any], Importance]] = HandlerRegistry("pruning importance")
+# Handlers take (config, request) like every family's; an importance needs nothing beyond its config.
+IMPORTANCE: HandlerRegistry[Callable[[Any, None], Importance]] = HandlerRegistry("pruning importance")
 
 
 @IMPORTANCE.register(RandomImportanceConfig)
-def _random_importance(config: RandomImportanceConfig) -> Importance:
+def _random_importance(config: RandomImportanceConfig, request: None = None) -> Importance:
     generator = torch.Generator().manual_seed(config.seed)
 
     def importance(group: Any) -> torch.Tensor:
@@ -86,7 +89,7 @@ def _random_importance(config: RandomImportanceConfig) -> Importance:
 
 
 @IMPORTANCE.register(MagnitudeImportanceConfig)
-def _magnitude_importance(config: MagnitudeImportanceConfig) -> Importance:
+def _magnitude_importance(config: MagnitudeImportanceConfig, request: None = None) -> Importance:
     import torch_pruning as tp
 
     # "first": the root layer's own filters; "mean" normalisation keeps layers comparable in global ranking.
@@ -94,38 +97,30 @@ def _magnitude_importance(config: MagnitudeImportanceConfig) -> Importance:
 
 
 @IMPORTANCE.register(BNScaleImportanceConfig)
-def _bn_scale_importance(config: BNScaleImportanceConfig) -> Importance:
+def _bn_scale_importance(config: BNScaleImportanceConfig, request: None = None) -> Importance:
     import torch_pruning as tp
 
     return tp.importance.BNScaleImportance(normalizer="mean")
 
 
 @IMPORTANCE.register(GroupNormImportanceConfig)
-def _group_norm_importance(config: GroupNormImportanceConfig) -> Importance:
+def _group_norm_importance(config: GroupNormImportanceConfig, request: None = None) -> Importance:
     import torch_pruning as tp
 
     return tp.importance.GroupMagnitudeImportance(p=config.p, group_reduction="mean", normalizer="mean")
 
 
 @IMPORTANCE.register(LAMPImportanceConfig)
-def _lamp_importance(config: LAMPImportanceConfig) -> Importance:
+def _lamp_importance(config: LAMPImportanceConfig, request: None = None) -> Importance:
     import torch_pruning as tp
 
     return tp.importance.LAMPImportance(p=config.p)
 
 
 def technique_config(name: str, **params: Any) -> Config:
-    """The config record of a technique by name, e.g. ``technique_config("magnitude", p=2)``."""
-    cls = TECHNIQUES.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise PruningError(f"unknown pruning technique {name!r}", f"one of {', '.join(TECHNIQUES)}",
-                           "pick one of these names")
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        fields = [f.name for f in dataclasses.fields(cls)]
-        raise PruningError(f"parameters {sorted(params)} for technique {name!r}",
-                           f"parameters among {fields}", "remove the unknown parameters") from exc
+    """The config record of a technique by name, e.g. ``technique_config("magnitude", p=2)`` (the one name→config
+    map, :func:`autocompress.config.config_from_name`)."""
+    return config_from_name("pruning", name, error=PruningError, **params)
 
 
 def technique_name(config: Config) -> str:

@@ -27,6 +27,18 @@ from .importance import technique_config
 from .transformers import initial_heads
 
 
+SOLVER_TOLERANCE = 0.02  # how close to the asked fold the solver must land (either side)
+
+
+def solve_above(model: nn.Module, example_input: ModelInput, technique: Config | str, strategy: str,
+                objective: str, fold: float, round_to: int | None = None, progress: bool = False) -> PruneResult:
+    """:func:`solve_target` aimed just above ``fold``: the solver lands within its tolerance on either side of what
+    it is given, so asking for ``fold × (1 + tolerance)`` lands at ``fold`` or past it."""
+    return solve_target(model, example_input, technique, strategy, objective=objective,
+                        target=fold * (1 + SOLVER_TOLERANCE), tolerance=SOLVER_TOLERANCE, round_to=round_to,
+                        progress=progress)
+
+
 def solve_target(model: nn.Module, example_input: ModelInput, technique: Config | str = "magnitude",
                  strategy: str = "global", objective: str = "params", target: float = 2.0,
                  tolerance: float = 0.05, round_to: int | None = None, max_ratio: float = 0.95,

@@ -18,14 +18,14 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..metrics import metric_threshold
 from ..report import figures
-from ..threads import threads_for, use_threads
+from ..threads import idle_cores, threads_for, use_threads
 from ..errors import describe_error
 from ._common import StudyError
 from .abort import EarlyAbort
@@ -162,8 +162,10 @@ def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
     def objective(trial: Any) -> list[float]:
         started = time.perf_counter()
         trial.set_user_attr(WORKER_ATTR, worker())
-        # Re-checked every trial: a worker that started or stopped since shifts this one's share of the cores.
-        threads = use_threads(threads_for(ctx.workers.live() if ctx.workers else 1, ctx.threads))
+        # Re-checked every trial: a worker (or any busy process) that started or stopped since shifts this one's
+        # share of the cores.
+        threads = use_threads(threads_for(ctx.workers.live() if ctx.workers else 1, ctx.threads,
+                                          idle=None if ctx.threads else idle_cores()))
         trial.set_user_attr("threads", threads)
         try:
             plan = plan_from_trial(trial, ctx.space)
