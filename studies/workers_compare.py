@@ -96,8 +96,8 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['setup']} | {r['workers']} | {'yes' if r['busy_neighbour'] else 'no'} | "
                      f"{r['wall_s']:.1f} | {r['finished']} | {r['mean_trial_s']:.2f} | {r['median_trial_s']:.2f} |")
-    lines += ["", "Two workers finish each trial slower than one (they share the cores) but run two at a time; "
-              "the wall time is what a user waits for."]
+    lines += ["", "Mean and median trial seconds are per trial; two workers run two trials at a time, so the "
+              "wall time is what a user waits for. Threads per trial: `autocompress.threads`."]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
