@@ -168,12 +168,8 @@ def pareto(study: Any, storage_url: str) -> dict[str, Any]:
     return data
 
 
-def pick_trial(study: Any, number: int | None = None, best: bool = False, prefer: str | None = None) -> Any:
-    """Trial ``number``, or else :func:`best_trial` by ``prefer`` (default: the study's primary objective).
-
-    ``best`` is ignored (choosing the best is what no ``number`` means); it is accepted until the CLI stops
-    passing it.
-    """
+def pick_trial(study: Any, number: int | None = None, prefer: str | None = None) -> Any:
+    """Trial ``number``, or else :func:`best_trial` by ``prefer`` (default: the study's primary objective)."""
     meta = study_meta(study)
     trials = study.get_trials(deepcopy=False)
     if number is not None:
