@@ -88,7 +88,7 @@ def show_detail(url: str | None, study: dict, clicked: int | None) -> None:
     record = data.trial_record(study, number)
     verdict = "feasible" if record["feasible"] else "infeasible"
     drop = record["metric_drop"]
-    st.markdown(f"**{record['plan_summary']}** — {verdict}, drop {drop:.2f} points"
+    st.markdown(f"**{record['plan_summary']}** — {verdict}, drop {drop:.2f} {data.unit(study)}"
                 + (f" — _{record['aborted']}_" if record["aborted"] else ""))
     left, right = st.columns(2)
     with left:
@@ -148,7 +148,7 @@ def show_study(url: str | None, name: str) -> None:
     feasible = [t for t in complete if t["feasible"]]
     req = study["requirements"]
     st.markdown(f"**{name}** — task `{study['task']}`, {req['objective']} {req['target']:g}× within "
-                f"{req['max_drop']:g} points; objectives: {', '.join(study['objectives']['values'])}")
+                f"{req['max_drop']:g} {data.unit(study)}; objectives: {', '.join(study['objectives']['values'])}")
     cols = st.columns(5)
     cols[0].metric("trials", len(trials))
     cols[1].metric("complete", len(complete))

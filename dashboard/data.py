@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 
 from autocompress import study as acs
 from autocompress.errors import AutocompressError
-from autocompress.metrics import metric_threshold
+from autocompress.metrics import drop_unit, metric_threshold
 
 
 class DashboardDataError(AutocompressError):
@@ -61,7 +61,7 @@ def summary_row(data: dict[str, Any]) -> dict[str, Any]:
     req = data["requirements"]
     row: dict[str, Any] = {
         "study": data["name"], "task": data["task"], "objectives": ", ".join(data["objectives"]["values"]),
-        "max drop (points)": req["max_drop"], "target ×": req["target"], "objective": req["objective"],
+        f"max drop ({unit(data)})": req["max_drop"], "target ×": req["target"], "objective": req["objective"],
         "trials": len(trials), "complete": sum(t["state"] == "COMPLETE" for t in trials), "feasible": len(feasible),
     }
     for key in ("size", "flops", "latency"):
@@ -92,7 +92,7 @@ def trials_frame(data: dict[str, Any], feasible_only: bool = False) -> pd.DataFr
         row: dict[str, Any] = {"trial": t["number"], "state": t["state"], "feasible": t["feasible"],
                                "seed": bool(t["seeded"]), "plan": t["plan_summary"] or ""}
         row.update({name: value for name, value in t["params"].items()})
-        row.update({metric_name: metric, "drop (points)": t["metric_drop"], "size ×": red.get("size"),
+        row.update({metric_name: metric, f"drop ({unit(data)})": t["metric_drop"], "size ×": red.get("size"),
                     "FLOPs ×": red.get("flops"), "latency ×": red.get("latency"), "energy ×": red.get("energy"),
                     "seconds": t["seconds"], "note": t["aborted"] or t["error"] or ""})
         rows.append(row)
@@ -132,7 +132,7 @@ def pareto_figure(data: dict[str, Any], x: int = 1, y: int = 0) -> go.Figure:
 
     def hover(t: dict[str, Any]) -> str:
         values = ", ".join(f"{name} {v:.4g}" for name, v in zip(data["objectives"]["values"], t["values"]))
-        drop = "" if t["metric_drop"] is None else f"drop {t['metric_drop']:.2f} points<br>"
+        drop = "" if t["metric_drop"] is None else f"drop {t['metric_drop']:.2f} {unit(data)}<br>"
         return f"trial {t['number']}<br>{t['plan_summary']}<br>{values}<br>{drop}"
 
     for feasible, style in ((True, dict(symbol="circle", size=10, color="#1f77b4")),
@@ -163,15 +163,20 @@ def pareto_figure(data: dict[str, Any], x: int = 1, y: int = 0) -> go.Figure:
     threshold = threshold_value(data)
     if threshold is not None and y == 0:
         fig.add_hline(y=threshold, line_dash="dash", line_color="#d62728",
-                      annotation_text=f"threshold: −{data['requirements']['max_drop']:g} points")
+                      annotation_text=f"threshold: −{data['requirements']['max_drop']:g} {unit(data)}")
     elif threshold is not None and x == 0:
         fig.add_vline(x=threshold, line_dash="dash", line_color="#d62728",
-                      annotation_text=f"threshold: −{data['requirements']['max_drop']:g} points")
+                      annotation_text=f"threshold: −{data['requirements']['max_drop']:g} {unit(data)}")
     for index, axis in ((x, "xaxis"), (y, "yaxis")):
         # Costs on a log axis: compressed models sit 10-100× below the original, which a linear axis squashes.
         fig.update_layout({axis: dict(title=axis_label(data, index), type="log" if index else "linear")})
     fig.update_layout(height=480, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.2))
     return fig
+
+
+def unit(data: dict[str, Any]) -> str:
+    """What the study's drops are counted in: ``points`` (a fraction metric) or ``units`` (a raw one)."""
+    return drop_unit(data["original"]["metric"])
 
 
 def threshold_value(data: dict[str, Any]) -> float | None:
