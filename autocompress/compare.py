@@ -21,7 +21,7 @@ from torch import nn
 
 from ._tensors import ModelInput, call_model, repeat_to_batch, to_device
 from .device import resolve_device
-from .profile import _rapl_energy_uj, default_threads, estimate_energy_mj, fixed_threads, is_quantized
+from .profile import _rapl_energy_uj, default_threads, estimate_energy_mj, fixed_threads, is_quantized  # one RAPL reader
 
 ROUNDS = 7  # alternating rounds; the ratio is the median over them
 RUNS_PER_ROUND = 5  # timed forward passes per model and round
