@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from . import pipeline
 from .pipeline import MAX_ATTEMPTS, PipelineResult, check_attempts
 from .requirements import Requirements
 from .task import Task
@@ -90,9 +91,7 @@ def compress(task: Task, requirements: Requirements, out: str | Path, *, formats
     profile, selection = plan_task(task, requirements, threads=threads, progress=log is not None)
     check_formats(formats, selection.plan.quantization_mode)
     say(f"plan: {selection.plan.summary()}")
-    from .pipeline import run
-
-    result = run(task, selection.plan, requirements, original=profile, device=device, max_attempts=attempts,
+    result = pipeline.run(task, selection.plan, requirements, original=profile, device=device, max_attempts=attempts,
                  log=say)
     out.mkdir(parents=True, exist_ok=True)
     report = result.report([str(r) for r in selection.reasons])
@@ -108,11 +107,11 @@ def compress(task: Task, requirements: Requirements, out: str | Path, *, formats
         if fmt not in can_hold:
             skipped[fmt] = (f"back-off moved the model from {selection.plan.quantization_mode} to {final_mode} "
                             f"quantization, which {fmt} cannot hold (formats that can: {', '.join(can_hold)})")
-            continue
-        exported = export_model(result.model, fmt, out / f"model.{SUFFIXES[fmt]}", task.example_input,
-                                check_inputs=task.eval_loader(), plan=result.plan.to_dict(),
-                                base_model=task.model, overwrite=overwrite)
-        exports[fmt] = {"path": str(exported.path), "check": exported.check_metric, "value": exported.check_value}
-        write_report(out, report, title)  # after each file: a later format's failure keeps what was written
-    write_report(out, report, title)
+        else:
+            exported = export_model(result.model, fmt, out / f"model.{SUFFIXES[fmt]}", task.example_input,
+                                    check_inputs=task.eval_loader(), plan=result.plan.to_dict(),
+                                    base_model=task.model, overwrite=overwrite)
+            exports[fmt] = {"path": str(exported.path), "check": exported.check_metric,
+                            "value": exported.check_value}
+        write_report(out, report, title)  # after each format: a later format's failure keeps what was written
     return CompressOutcome(result=result, report=report, out=out, exports=exports, skipped=skipped)

@@ -288,7 +288,10 @@ def is_quantized(model: nn.Module) -> bool:
 
 
 def default_threads() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """Threads for measuring when none are given: ``OMP_NUM_THREADS`` if set, else up to 4 of the cores."""
+    from .threads import available_cores, env_threads
+
+    return env_threads() or max(1, min(4, available_cores()))
 
 
 @contextmanager

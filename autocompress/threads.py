@@ -74,6 +74,13 @@ def threads_for(workers: int = 1, requested: int | None = None, idle: float | No
     return env_threads() or share
 
 
+def trial_threads(workers: WorkerRegistry | None, requested: int | None = None) -> int:
+    """The threads for a study trial starting now: :func:`threads_for` this study's live workers on this machine
+    and the cores idle now (sampled only when neither ``--threads`` nor ``OMP_NUM_THREADS`` decides)."""
+    decided = requested or env_threads()
+    return threads_for(workers.live() if workers else 1, requested, idle=None if decided else idle_cores())
+
+
 def use_threads(threads: int) -> int:
     """Set torch's intra-op thread count (for training and measuring alike); returns it."""
     import torch

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..metrics import metric_threshold
 from ..report import figures
-from ..threads import idle_cores, threads_for, use_threads
+from ..threads import trial_threads, use_threads
 from ..errors import describe_error
 from ._common import StudyError
 from .abort import EarlyAbort
@@ -101,7 +101,7 @@ class StudyContext:
     device: str = "auto"
     teacher_outputs: Any = None
     log: Callable[[str], None] | None = None
-    threads: int | None = None  # --threads; None: an equal share of the cores among this machine's workers
+    threads: int | None = None  # --threads; None: see threads.trial_threads
     workers: Any = None  # a threads.WorkerRegistry of this study's workers on this machine
 
 
@@ -109,8 +109,9 @@ class _TeacherOutputs:
     """The teacher's outputs on the training set, computed by the first trial that runs, once per process.
 
     A cache that cannot be made (training data without indexable samples or with random transforms, more than
-    the cache's byte limit: :class:`~autocompress.distillation.TeacherCacheRefused`) is logged and the trials run the teacher on every batch instead. Any other error is the teacher failing on the
-    training data: it is that trial's failure (each later trial tries again, and fails the same way if it must).
+    the cache's byte limit: :class:`~autocompress.distillation.TeacherCacheRefused`) is logged and the trials
+    run the teacher on every batch instead. Any other error is the teacher failing on the training data: it is
+    that trial's failure (each later trial tries again, and fails the same way if it must).
     """
 
     def __init__(self, ctx: StudyContext) -> None:
@@ -164,8 +165,7 @@ def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
         trial.set_user_attr(WORKER_ATTR, worker())
         # Re-checked every trial: a worker (or any busy process) that started or stopped since shifts this one's
         # share of the cores.
-        threads = use_threads(threads_for(ctx.workers.live() if ctx.workers else 1, ctx.threads,
-                                          idle=None if ctx.threads else idle_cores()))
+        threads = use_threads(trial_threads(ctx.workers, ctx.threads))
         trial.set_user_attr("threads", threads)
         try:
             plan = plan_from_trial(trial, ctx.space)
