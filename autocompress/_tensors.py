@@ -63,3 +63,32 @@ def repeat_to_batch(x: ModelInput, batch: int) -> ModelInput:
         return {k: repeat_to_batch(v, batch) for k, v in x.items()}
     first = x[:1]
     return first.expand(batch, *first.shape[1:]).contiguous()
+
+
+def trim_padding(x: Any) -> Any:
+    """A dict batch cut to its longest sequence: the columns after the last attended token dropped.
+
+    Only trailing columns where every row's ``attention_mask`` is 0 go, from every tensor that has the mask's
+    (batch, length) shape; anything else is returned as is. Transformers padded to a fixed length spend most of
+    an epoch on padding (``Task.pad_to_longest`` decides whether a task's batches are trimmed).
+    """
+    if not isinstance(x, Mapping):
+        return x
+    mask = x.get("attention_mask")
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.shape[1] == 0:
+        return x
+    attended = mask.ne(0).any(0).nonzero()
+    width = int(attended.max()) + 1 if attended.numel() else 1
+    if width == mask.shape[1]:
+        return x
+    shape = mask.shape
+    return {k: (v[:, :width] if isinstance(v, torch.Tensor) and v.dim() >= 2 and v.shape[:2] == shape else v)
+            for k, v in x.items()}
+
+
+def trim_batch_padding(batch: Any) -> Any:
+    """:func:`trim_padding` on the input of an ``(input, target)`` batch (other batches are returned as is)."""
+    if isinstance(batch, (list, tuple)) and len(batch) == 2:
+        return type(batch)((trim_padding(batch[0]), batch[1])) if isinstance(batch, tuple) else \
+            [trim_padding(batch[0]), batch[1]]
+    return batch

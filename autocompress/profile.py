@@ -1,10 +1,7 @@
-"""Profiling and measurement: what a model is and what it costs.
-
-Every later stage measures compressed models (pruned, quantized) with these same functions, so that the
-original and the compressed model are always compared like for like.
-
-FLOPs are counted with fvcore and, like fvcore, count one fused multiply-add as one FLOP: the numbers are
-**MACs** (multiply-accumulates) for one input sample (batch 1).
+"""Profiling and measurement: what a model is and what it costs. Every later stage measures compressed models
+with these same functions, so the original and the compressed model are always compared like for like. FLOPs
+are counted with fvcore and, like fvcore, count one fused multiply-add as one FLOP: the numbers are **MACs**
+(multiply-accumulates) for one input sample (batch 1). Transformers also get :mod:`.components`.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .components import component_breakdown, components_dict
 from ._tensors import ModelInput, call_model, logits_of, repeat_to_batch, to_device
 from .device import resolve_device
 from .metrics import Metric
@@ -436,6 +434,7 @@ class Profile:
     flops_unit: str = "MAC"
     schema_version: int = PROFILE_SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    components: dict[str, dict[str, int]] = field(default_factory=dict)  # transformers: see .components
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -489,6 +488,8 @@ def profile_model(model: nn.Module, example_input: ModelInput, eval_loader: Any 
         device=dev.type,
         threads=threads,
         task=task_name,
+        components=components_dict(component_breakdown(subject, flops_by_module))
+        if detect_arch(subject) == "transformer" else {},
     )
 
 

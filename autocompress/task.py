@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
-from ._tensors import ModelInput, call_model, describe, logits_of, to_device
+from ._tensors import ModelInput, call_model, describe, logits_of, to_device, trim_batch_padding, trim_padding
 from .errors import AutocompressError, TaskError, TaskValidationError
 from .metrics import Metric, MetricFn, resolve_metric
 
@@ -22,6 +22,7 @@ from .metrics import Metric, MetricFn, resolve_metric
 BUILTIN_TASKS: dict[str, str] = {
     "digits": "autocompress.tasks.digits:task",
     "text": "autocompress.tasks.text:task",
+    "reviews": "autocompress.tasks.reviews:task",
 }
 
 DataSource = Dataset | DataLoader
@@ -52,6 +53,7 @@ class Task:
     metric_scale: str | None = None
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    pad_to_longest: bool | None = None
 
     @property
     def resolved_metric(self) -> Metric:
@@ -60,6 +62,20 @@ class Task:
     @property
     def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return self.loss if self.loss is not None else nn.functional.cross_entropy
+
+    def collate(self) -> Callable[[list[Any]], Any]:
+        """How samples become a batch: ``collate_fn`` (or torch's default), then, when ``pad_to_longest``, each
+        batch cut to its longest sequence (see :func:`autocompress._tensors.trim_padding`).
+
+        ``pad_to_longest=None`` decides once, on a few evaluation samples: trim when the input is a dict with an
+        ``attention_mask`` and the model's outputs on the trimmed batch equal those on the padded one.
+        """
+        base = self.collate_fn or default_collate
+        if self.pad_to_longest is None:
+            self.pad_to_longest = _trimming_is_exact(self, base)
+        if not self.pad_to_longest:
+            return base
+        return _TrimmingCollate(base)
 
     def _loader(self, data: DataSource, shuffle: bool, batch_size: int | None, seed: int | None) -> DataLoader:
         if isinstance(data, DataLoader):
@@ -73,7 +89,7 @@ class Task:
             data,
             batch_size=batch_size or self.batch_size,
             shuffle=shuffle,
-            collate_fn=self.collate_fn,
+            collate_fn=self.collate(),
             generator=generator,
         )
 
@@ -84,6 +100,49 @@ class Task:
     def eval_loader(self, batch_size: int | None = None) -> DataLoader:
         """Batches of the evaluation set, in order."""
         return self._loader(self.eval_data, False, batch_size, None)
+
+
+class _TrimmingCollate:
+    """A collate function followed by :func:`trim_batch_padding` (a class, so DataLoader workers can pickle it)."""
+
+    def __init__(self, base: Callable[[list[Any]], Any]) -> None:
+        self.base = base
+
+    def __call__(self, items: list[Any]) -> Any:
+        return trim_batch_padding(self.base(items))
+
+
+PADDING_CHECK_SAMPLES = 8
+
+
+def _trimming_is_exact(task: Task, collate: Callable[[list[Any]], Any]) -> bool:
+    """Whether cutting a batch to its longest sequence leaves the model's outputs as they are (within 1e-4)."""
+    example = task.example_input
+    if not isinstance(example, Mapping) or "attention_mask" not in example:
+        return False
+    data = task.eval_data.dataset if isinstance(task.eval_data, DataLoader) else task.eval_data
+    try:
+        batch = collate([data[i] for i in range(min(PADDING_CHECK_SAMPLES, len(data)))])  # type: ignore[arg-type]
+    except (TypeError, IndexError, KeyError):
+        return False  # not a map-style dataset: batches are used as they come
+    if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+        return False
+    full, trimmed = batch[0], trim_padding(batch[0])
+    if trimmed is full:
+        return True  # nothing to cut in these samples; exact by construction
+    model = task.model
+    was_training = model.training
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    model.eval()
+    try:
+        with torch.no_grad():
+            a = logits_of(call_model(model, to_device(full, device))).float()
+            b = logits_of(call_model(model, to_device(trimmed, device))).float()
+    except Exception:  # noqa: BLE001 - a model that cannot take shorter sequences keeps its padded batches
+        return False
+    finally:
+        model.train(was_training)
+    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()) + 1e-6))
 
 
 def _data_len(data: DataSource) -> int | None:

@@ -272,6 +272,16 @@ def _print_profile(profile: Any) -> None:
                       f"{100 * layer.params / max(profile.params, 1):.1f}", f"{layer.flops:,}",
                       f"{100 * layer.flops / max(profile.flops, 1):.1f}")
     console.print(table)
+    if profile.components:
+        parts = Table(title="where the transformer's bytes and MACs are")
+        for column in ("component", "params", "MB", "% bytes", "MACs", "% MACs"):
+            parts.add_column(column, justify="left" if column == "component" else "right")
+        total_bytes = sum(c["bytes"] for c in profile.components.values()) or 1
+        total_flops = sum(c["flops"] for c in profile.components.values()) or 1
+        for name, c in profile.components.items():
+            parts.add_row(name, f"{c['params']:,}", f"{c['bytes'] / 1e6:.2f}", f"{100 * c['bytes'] / total_bytes:.1f}",
+                          f"{c['flops']:,}", f"{100 * c['flops'] / total_flops:.1f}")
+        console.print(parts)
     metric = profile.metric
     if metric.get("name"):
         console.print(f"metric      {metric['name']} = {metric['value']:.4f}")

@@ -96,7 +96,7 @@ def _indexed_source(task: Task) -> tuple[Dataset, Callable[[list[Any]], Any]] | 
         # A user's DataLoader keeps its own sampler; its dataset is used only when a cache is asked for.
         return (data.dataset, data.collate_fn or default_collate) if _is_map_style(data.dataset) else None
     if _is_map_style(data):
-        return data, task.collate_fn or default_collate
+        return data, task.collate()
     return None
 
 
