@@ -94,4 +94,5 @@ def apply_embeddings(model: nn.Module, config: EmbeddingConfig, train_data: Iter
     if config.int8:
         int8 = quantize_embeddings(current)
         current = int8.model
-    return EmbeddingResult(model=current if config.enabled else copy.deepcopy(model), config=config, trim=trim, int8=int8)
+    model = current if config.enabled else copy.deepcopy(model)  # always a copy, as each step returns
+    return EmbeddingResult(model=model, config=config, trim=trim, int8=int8)

@@ -54,7 +54,7 @@ def collect_token_ids(data: Iterable[Any], key: str = "input_ids") -> set[int]:
         if ids is None:
             raise EmbeddingError(f"a data item of type {type(item).__name__} without an id tensor under {key!r}",
                                  "(input, target) pairs whose input dict holds token ids, or id tensors",
-                                 f"pass the task's loader, or key=<the input name of the token ids>")
+                                 "pass the task's loader, or key=<the input name of the token ids>")
         if ids.is_floating_point():
             raise EmbeddingError(f"token ids of dtype {ids.dtype}", "an integer tensor of token ids",
                                  f"check that {key!r} holds token ids")
