@@ -9,6 +9,7 @@ pruned architecture: :func:`rebuild` applies the record to a copy of the origina
 from __future__ import annotations
 
 import copy
+import importlib
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,29 @@ ARCH_VERSION = 1
 _PLAIN = (bool, int, float, str, type(None))
 # Attributes that describe state, not architecture; never recorded nor restored.
 _SKIP_ATTRS = {"training", "dump_patches", "call_super_init"}
+
+
+# Module classes of autocompress that replace a base model's module (a trimmed or int8 embedding): rebuild()
+# constructs them from their recorded attributes and shapes, ``cls.from_record(attrs, tensors)``.
+_REPLACEMENTS: dict[str, type[nn.Module]] = {}
+_OWN_PACKAGE = __name__.rpartition(".")[0] + "."
+
+
+def register_replacement(cls: type[nn.Module]) -> type[nn.Module]:
+    """Class decorator: let :func:`rebuild` put a ``cls`` where the base model has another module. ``cls`` needs
+    a ``from_record(attrs, tensors)`` classmethod that builds it (zero weights) from its architecture entry."""
+    _REPLACEMENTS[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return cls
+
+
+def _replacement(class_name: str) -> type[nn.Module] | None:
+    """The registered replacement class named ``class_name``; only autocompress's own modules are imported."""
+    if class_name not in _REPLACEMENTS and class_name.startswith(_OWN_PACKAGE):
+        try:
+            importlib.import_module(class_name.rpartition(".")[0])
+        except ImportError:
+            return None
+    return _REPLACEMENTS.get(class_name)
 
 
 def _plain_value(value: Any) -> bool:
@@ -80,7 +104,9 @@ def hf_config(model: nn.Module) -> Any:
 def rebuild(base_model: nn.Module, record: Mapping[str, Any]) -> nn.Module:
     """A copy of ``base_model`` reshaped to ``record`` (weights are zeros until a state dict is loaded).
 
-    Raises ``ValueError`` naming the first module that the base model lacks, or whose class differs.
+    A module that the record says autocompress replaced (a registered replacement class, such as a trimmed
+    embedding) is built from its record in place of the base model's module. Raises ``ValueError`` naming the
+    first module that the base model lacks, or whose class differs.
     """
     model = copy.deepcopy(base_model)
     named = dict(model.named_modules())
@@ -90,7 +116,13 @@ def rebuild(base_model: nn.Module, record: Mapping[str, Any]) -> nn.Module:
             raise ValueError(f"the base model has no module {name!r}")
         cls = f"{type(module).__module__}.{type(module).__qualname__}"
         if cls != entry["class"]:
-            raise ValueError(f"module {name!r} is a {cls}, the archive expects {entry['class']}")
+            replacement = _replacement(entry["class"]) if name else None
+            if replacement is None:
+                raise ValueError(f"module {name!r} is a {cls}, the archive expects {entry['class']}")
+            parent, _, child = name.rpartition(".")
+            named[name] = replacement.from_record(entry["attrs"], entry["tensors"])
+            setattr(model.get_submodule(parent) if parent else model, child, named[name])
+            continue
         for attr, value in entry["attrs"].items():
             current = getattr(module, attr, None)
             if isinstance(current, tuple) and isinstance(value, list):

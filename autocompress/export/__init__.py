@@ -23,6 +23,9 @@ Support matrix (tried on torch 2.14 / onnxruntime 1.32; ✓ = exported, reloaded
     float HF BERT, dict input                   ✓         ✓     ✓        ✓
     int8 static / qat (FX or eager mode)        ✓         ✓     ✗        ✓
     int8 dynamic (Linear, eager), CNN or BERT   ✓         ✗     ✗        ✓
+    trimmed vocabulary / int8 embeddings        ✓         ✓     ✓        ✓
+      (autocompress.embeddings), float rest
+    the same + int8 dynamic Linear layers       ✓         ✗     ✗        ✓
 
 pt2 cannot hold torch.ao int8 modules (their packed weights are TorchScript classes that torch.export
 cannot flatten; a failed attempt also leaves the model half-modified, so probes run on copies); ONNX has no

@@ -21,6 +21,7 @@ from torch import nn
 from .. import _arch
 from .._io import make_temp
 from .._tensors import ModelInput, batch_len, to_device
+from ..embeddings.modules import add_remap_probe_rows
 from ..errors import ExportError, describe_error
 from .archive import load_archive, read_manifest, write_archive
 from .check import check_batch, compare, example_copies, logits, tolerance_for
@@ -159,7 +160,7 @@ def supported_formats(model: nn.Module, example_input: ModelInput | None = None)
         return candidate_formats(model)
     subject = _cpu_eval_copy(model)
     x = to_device(example_input, "cpu")
-    check = example_copies(x)
+    check = add_remap_probe_rows(subject, example_copies(x))
     with silent():
         reference = logits(subject, check)
         return [fmt for fmt in FORMATS if _try_format(subject, fmt, x, check, reference, is_int8(subject))]
@@ -199,7 +200,8 @@ def export_model(model: nn.Module, fmt: str, path: str | Path, example_input: Mo
                           "evaluation inputs: the int8 check is top-1 agreement, which copies of one example "
                           "cannot test", "pass check_inputs=task.eval_loader()")
     x = to_device(example_input, "cpu")
-    check = check_batch(check_inputs, x)
+    # A trimmed vocabulary is also checked on ids outside the kept set (they must reach the unknown row).
+    check = add_remap_probe_rows(subject, check_batch(check_inputs, x))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp(path)
     try:

@@ -3,6 +3,9 @@
 - **Inputs.** Up to :data:`CHECK_ROWS` rows of the caller's evaluation inputs (a batch, or the first batches of a
   loader). Without them, float models are checked on copies of the example input with a little noise; int8
   models need real inputs, because top-1 agreement on copies of one example says nothing.
+  A model with a trimmed vocabulary (``autocompress.embeddings``) is also checked on two rows of ids drawn over
+  the whole original vocabulary (``add_remap_probe_rows``), so ids that the remap sends to the unknown row are
+  covered even when the evaluation data uses only kept ids.
 - **Float models.** ``max |reloaded - in-memory| <= FLOAT_RTOL * max |in-memory| + FLOAT_ATOL`` over the checked
   outputs. The bound follows the outputs' scale: an absolute bound passes anything on outputs near 1e-7 and
   fails correct exports of outputs near 1e9. FLOAT_RTOL = 1e-4: a float32 rounding is 6e-8 relative, and
