@@ -70,8 +70,13 @@ def word_embedding(model: nn.Module) -> nn.Module | None:
             found = None
         if isinstance(found, nn.Module):
             return found
-    tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    tables = [m for m in model.modules() if _is_embedding(m)]
     return max(tables, key=lambda m: m.num_embeddings, default=None)
+
+
+def _is_embedding(module: nn.Module) -> bool:
+    # autocompress's trimmed and int8 embeddings are not nn.Embedding subclasses but carry the same attributes
+    return isinstance(module, nn.Embedding) or (hasattr(module, "num_embeddings") and hasattr(module, "embedding_dim"))
 
 
 def _attention_names(model: nn.Module) -> list[str]:
@@ -91,11 +96,11 @@ def classify(model: nn.Module) -> dict[str, str]:
         lowered = name.lower()
         if name in word_names:
             out[name] = "embeddings.word"
-        elif isinstance(module, nn.Embedding) and "position" in lowered or lowered.endswith(("wpe", "embed_positions")):
+        elif _is_embedding(module) and ("position" in lowered or lowered.endswith(("wpe", "embed_positions"))):
             out[name] = "embeddings.position"
-        elif isinstance(module, nn.Embedding) and ("token_type" in lowered or "segment" in lowered):
+        elif _is_embedding(module) and ("token_type" in lowered or "segment" in lowered):
             out[name] = "embeddings.token_type"
-        elif _EMBEDDINGS_NAME.search(name) or isinstance(module, nn.Embedding):
+        elif _EMBEDDINGS_NAME.search(name) or _is_embedding(module):
             out[name] = "embeddings.other"
         elif any(_inside(name, a) for a in attention) or _ATTENTION_NAME.search(name):
             out[name] = "attention"

@@ -19,6 +19,7 @@ from torch import nn
 
 from . import metrics
 from .distillation import DistillationConfig, distill
+from .embeddings import EmbeddingConfig, apply_embeddings, oov_rate
 from .errors import AutocompressError, ConfigError
 from .plan import Plan
 from .profile import Profile, profile_model, profile_task
@@ -106,6 +107,7 @@ class PipelineResult:
     notes: tuple[str, ...] = ()
     timing: dict[str, float] = field(default_factory=dict)  # seconds per stage: prune, distill, quantize, measure
     side_by_side: dict[str, Any] = field(default_factory=dict)  # the same-window figures behind latency/energy
+    embeddings: dict[str, Any] = field(default_factory=dict)  # ids kept and bytes saved, OOV rate, int8 rows
 
     def report(self, reasons: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
         """The stable report: ``original``, ``compressed``, ``reduction``, ``metric_drop``, ``plan``, ``reasons``."""
@@ -125,6 +127,7 @@ class PipelineResult:
             "attempts": list(self.attempts),
             "notes": list(self.notes),
             "side_by_side": dict(self.side_by_side),
+            "embeddings": dict(self.embeddings),
             "seconds": self.seconds,
         }
 
@@ -155,15 +158,25 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
     lap("original")
     student: nn.Module
     pruning_info: dict[str, Any] = {}
+    embedding_info: dict[str, Any] = {}
+    source = task.model
+    if plan.embeddings.trim_vocabulary:
+        # First, so pruning and fine-tuning work on the compact table (its rows stay trainable).
+        trimmed = apply_embeddings(task.model, plan.embeddings.replace(int8=False), task.train_loader(shuffle=False),
+                                   **task.token_ids())
+        source = trimmed.model
+        embedding_info["trim"] = trimmed.trim.to_dict() if trimmed.trim else None
+        embedding_info["oov"] = oov_rate(trimmed.model, task.eval_loader()).to_dict()
+        lap("trim")
     if plan.pruning.ratio > 0:
-        pruned = prune(task.model, task.example_input, plan.pruning, progress=progress)
+        pruned = prune(source, task.example_input, plan.pruning, progress=progress)
         student = pruned.model
         pruning_info = {"params_before": pruned.params_before, "params_after": pruned.params_after,
                         "flops_before": pruned.flops_before, "flops_after": pruned.flops_after,
                         "notes": list(pruned.notes)}
         notes.extend(pruned.notes)
     else:
-        student = copy.deepcopy(task.model)
+        student = copy.deepcopy(source) if source is task.model else source
 
     lap("prune")
     mode = plan.quantization_mode
@@ -189,6 +202,11 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
     elif mode in ("static", "dynamic"):
         student = quantize(student.cpu(), plan.quantization, task.train_loader(shuffle=False),
                            task.example_input, progress=progress).model
+    if plan.embeddings.int8:
+        # Weight-only int8 rows: after training (the int8 table has no parameters), beside int8 linears.
+        quantized_rows = apply_embeddings(student.cpu(), EmbeddingConfig(int8=True))
+        student = quantized_rows.model
+        embedding_info["int8"] = quantized_rows.int8.to_dict() if quantized_rows.int8 else None
     lap("quantize")
 
     threads = threads or original.threads
@@ -205,7 +223,7 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
     return PipelineResult(model=student, plan=plan, original=original, compressed=compressed, metric_drop=drop,
                           reduction=reduction, feasible=feasible, target_met=target_met,
                           seconds=time.perf_counter() - started, distillation=distil_info, pruning=pruning_info,
-                          notes=tuple(notes), timing=timing, side_by_side=side_by_side)
+                          notes=tuple(notes), timing=timing, side_by_side=side_by_side, embeddings=embedding_info)
 
 
 def _attempt_record(result: PipelineResult, objective: str) -> dict[str, Any]:
@@ -226,11 +244,20 @@ def _pruning_fold(result: PipelineResult, objective: str) -> float:
     return info[f"{key}_before"] / max(info[f"{key}_after"], 1)
 
 
+def pruning_source(task: Task, plan: Plan) -> nn.Module:
+    """The model that ``plan`` prunes: the task's, with its vocabulary trimmed first when the plan says so (the
+    pruning fold is counted on it)."""
+    if not plan.embeddings.trim_vocabulary:
+        return task.model
+    config = plan.embeddings.replace(int8=False)
+    return apply_embeddings(task.model, config, task.train_loader(shuffle=False), **task.token_ids()).model
+
+
 def _with_pruning_fold(task: Task, plan: Plan, objective: str, fold: float, progress: bool) -> Plan:
     """``plan`` with the pruning ratio that the target solver finds for ``fold`` (aiming just above it)."""
     if fold <= 1.0 + 1e-6:
         return plan.replace(pruning=plan.pruning.replace(ratio=0.0))
-    solved = solve_above(task.model, task.example_input, plan.pruning.technique, plan.pruning.strategy,
+    solved = solve_above(pruning_source(task, plan), task.example_input, plan.pruning.technique, plan.pruning.strategy,
                          PRUNING_OBJECTIVE[objective], fold, round_to=plan.pruning.round_to, progress=progress)
     return plan.replace(pruning=plan.pruning.replace(ratio=round(solved.ratio, 4), strategy=solved.config.strategy))
 
@@ -313,4 +340,5 @@ def run(task: Task, plan: Plan, requirements: Requirements, *, original: Profile
                           metric_drop=best.metric_drop, reduction=best.reduction, feasible=best.feasible,
                           target_met=best.target_met, seconds=time.perf_counter() - started,
                           distillation=best.distillation, pruning=best.pruning, attempts=tuple(attempts),
-                          notes=tuple(list(best.notes) + notes), side_by_side=best.side_by_side)
+                          notes=tuple(list(best.notes) + notes), side_by_side=best.side_by_side,
+                          embeddings=best.embeddings, timing=best.timing)

@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import Config, register_config
 from .distillation import DistillationConfig
+from .embeddings import EmbeddingConfig
 from .errors import ConfigError
 from .pruning import PruningConfig, technique_name
 from .quantization import NoQuantization, QuantizationConfig
@@ -20,16 +21,18 @@ from .quantization import NoQuantization, QuantizationConfig
 @register_config("plan")
 @dataclass(frozen=True)
 class Plan(Config):
-    """What to do: prune, then distil (QAT inside the loop when quantization is ``qat``), then quantize."""
+    """What to do: trim the vocabulary, prune, then distil (QAT inside the loop when quantization is ``qat``),
+    then quantize (int8 embeddings with it, when ``embeddings.int8``)."""
 
     VERSION = 1
     pruning: PruningConfig = field(default_factory=PruningConfig)
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
     quantization: QuantizationConfig = field(default_factory=NoQuantization)
+    embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)  # records without it: nothing done
 
     def __post_init__(self) -> None:
         for name, cls in (("pruning", PruningConfig), ("distillation", DistillationConfig),
-                          ("quantization", QuantizationConfig)):
+                          ("quantization", QuantizationConfig), ("embeddings", EmbeddingConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"plan.{name} of type {type(getattr(self, name)).__name__}",
                                   f"a {cls.__name__} record", "build the plan from the module configs")
@@ -49,8 +52,13 @@ class Plan(Config):
             extras.append(f"α={d.technique.alpha:g}")
         distil = " ".join([technique, *extras])
         steps = f" ×{p.steps}" if p.steps > 1 else ""
-        return (f"prune {technique_name(p.technique)}/{p.strategy} {100 * p.ratio:.0f}%{steps} · "
-                f"distil {distil} · quant {self.quantization_mode}")
+        e = self.embeddings
+        embeddings = " · ".join(part for part, on in (("trim vocab", e.trim_vocabulary), ("int8 emb", e.int8)) if on)
+        heads = ""
+        if p.head_ratio is not None and p.head_ratio != p.ratio:
+            heads = f" heads {100 * p.head_ratio:.0f}%"
+        return (f"{embeddings + ' · ' if embeddings else ''}prune {technique_name(p.technique)}/{p.strategy} "
+                f"{100 * p.ratio:.0f}%{heads}{steps} · distil {distil} · quant {self.quantization_mode}")
 
     @classmethod
     def load(cls, data: dict[str, Any] | str) -> Plan:

@@ -59,13 +59,13 @@ def detect_arch(model: nn.Module) -> str:
 
 # --------------------------------------------------------------------------------------------- parameters
 def _own_param_count(module: nn.Module) -> int:
-    """Parameters held directly by ``module``, including the weights of quantized layers.
-
-    torch.ao's int8 layers keep weight and bias in packed params (Linear, Conv, Embedding: ``weight()`` and
-    ``bias()``) or per-gate packed weights (dynamic LSTM/GRU: ``get_weight()``/``get_bias()``), not in
-    nn.Parameters; they are counted the same way as the float layer's.
-    """
+    """Parameters held directly by ``module``, including the weights of quantized layers: torch.ao's packed
+    params (``weight()``/``bias()``, or ``get_weight()``/``get_bias()`` for LSTM/GRU) and autocompress's int8
+    embedding rows (a buffer) count like the float layer's."""
     count = sum(p.numel() for p in module.parameters(recurse=False))
+    int8_rows = module._buffers.get("int8_weight")  # autocompress's Int8Embedding keeps its weight in a buffer
+    if int8_rows is not None:
+        count += int8_rows.numel()
     if not _is_quantized_module(module):
         return count
     weight_fn, bias_fn = getattr(module, "weight", None), getattr(module, "bias", None)

@@ -260,7 +260,7 @@ def _estimated_ratio(fold: float) -> float:
 
 
 def select(profile: Profile, requirements: Requirements, model: nn.Module | None = None,
-           example_input: Any = None, progress: bool = False) -> Selection:
+           example_input: Any = None, progress: bool = False, vocabulary: Any = None) -> Selection:
     """Pick the seed plan for ``profile`` under ``requirements``.
 
     With the model and an example input, the pruning ratio comes from the target solver (real counts of
@@ -272,6 +272,11 @@ def select(profile: Profile, requirements: Requirements, model: nn.Module | None
     from .quantization import quantization_config
 
     check_max_drop(profile.metric or {}, requirements.max_drop)
+    from . import transformer_route
+
+    if model is not None and transformer_route.applies(profile, requirements):
+        # Transformers on CPU: trim, int8 embeddings and linears first, then prune only as far as still needed.
+        return transformer_route.select_transformer(profile, requirements, model, example_input, vocabulary)
     reasons: list[Reason] = []
     quant_mode, reason = choose_quantization(profile, requirements)
     reasons.append(reason)
@@ -398,5 +403,9 @@ def plan_task(task: Any, requirements: Requirements, threads: int | None = None,
 
     require_backend(requirements.backend)
     check_max_drop({"scale": task.resolved_metric.scale}, requirements.max_drop)  # before the work
+    from .transformer_route import task_vocabulary
+
     profile = profile_task(task, device=measurement_device(requirements), threads=threads)
-    return profile, select(profile, requirements, task.model, task.example_input, progress=progress)
+    vocabulary = task_vocabulary(task, task.model) if profile.arch_type == "transformer" else None
+    return profile, select(profile, requirements, task.model, task.example_input, progress=progress,
+                           vocabulary=vocabulary)

@@ -54,6 +54,8 @@ class Task:
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     pad_to_longest: bool | None = None
+    unk_token_id: int | None = None
+    special_token_ids: tuple[int, ...] = ()
 
     @property
     def resolved_metric(self) -> Metric:
@@ -62,6 +64,14 @@ class Task:
     @property
     def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return self.loss if self.loss is not None else nn.functional.cross_entropy
+
+    def token_ids(self) -> dict[str, Any]:
+        """The tokenizer's unknown-token id and special ids (``unk_id``, ``special_ids``), which vocabulary
+        trimming needs: the task's own fields, else those of a Hugging Face tokenizer in ``extra["tokenizer"]``."""
+        tokenizer = self.extra.get("tokenizer")
+        unk = self.unk_token_id if self.unk_token_id is not None else getattr(tokenizer, "unk_token_id", None)
+        specials = tuple(self.special_token_ids) or tuple(getattr(tokenizer, "all_special_ids", ()) or ())
+        return {"unk_id": unk, "special_ids": specials}
 
     def collate(self) -> Callable[[list[Any]], Any]:
         """How samples become a batch: ``collate_fn`` (or torch's default), then, when ``pad_to_longest``, each

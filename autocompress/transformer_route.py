@@ -1,0 +1,252 @@
+"""The selector's route for transformers on CPU: the cheapest steps first, each only if the target still needs it.
+
+A pretrained encoder keeps much of its bytes in its word embeddings, which pruning the encoder never touches
+(MiniLM-L6: 52% of 90 MB). Gutting the encoder to reach a size target is both the costliest route in accuracy
+and a weak one. In order:
+
+1. **trim** the vocabulary to the ids the training data uses (plus the special tokens): free in compute, exact
+   for every kept id; the ids it drops read the unknown-token row (their share of the evaluation tokens is
+   measured and given in the reason);
+2. **int8 embeddings** (weight-only, per row) and **dynamic int8 linear layers**;
+3. **prune MLP channels, then heads** (strategy ``heads_mlp``: the residual width is kept), only as far as the
+   target still needs after steps 1-2.
+
+Each step's expected gain is computed from the profile's components (bytes and MACs per part of the model)
+and the model's shapes; latency gains of int8 are measured on a copy, side by side with the original. The
+pipeline measures the real result and prunes harder (or backs off) from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .profile import Profile
+from .requirements import Requirements
+
+MLP_CAP = 0.75  # the largest share of MLP channels pruned before heads are pruned too
+HEAD_CAP = 0.5  # the largest share of heads pruned
+TRIM_MIN_GAIN = 1.05  # a trim that saves less than 5% of the model's bytes is not worth its unknown tokens
+INT8_ROW_SCALE_BYTES = 4  # one float32 scale per int8 embedding row
+REMAP_BYTES = 4  # the trimmed embedding's int32 id remap, per original id
+EMBEDDING_INT8_MIN_BYTES = 1024  # smaller tables are left float (the embeddings package's rule)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the task's data says about its vocabulary: the ids the training data uses (specials included), the
+    tokenizer's unknown id, and the share of evaluation tokens that trimming would send to it."""
+
+    kept: int
+    unk_id: int | None
+    special_ids: tuple[int, ...]
+    eval_oov_tokens: float
+
+
+def task_vocabulary(task: Any, model: nn.Module) -> Vocabulary | None:
+    """The :class:`Vocabulary` of ``task``, or None when its inputs carry no token ids or no unknown id is known."""
+    import torch
+
+    from .components import word_embedding
+    from .embeddings import collect_token_ids
+    from .embeddings.modules import EmbeddingError
+
+    ids = task.token_ids()
+    example = task.example_input
+    if ids["unk_id"] is None or not isinstance(example, dict) or "input_ids" not in example \
+            or word_embedding(model) is None:
+        return None
+    try:
+        kept = collect_token_ids(task.train_loader(shuffle=False))
+        kept |= {ids["unk_id"], *ids["special_ids"]}
+        total = dropped = 0
+        for x, _ in task.eval_loader():
+            tokens = x["input_ids"]
+            mask = x.get("attention_mask")
+            tokens = tokens[mask.bool()] if isinstance(mask, torch.Tensor) else tokens.reshape(-1)
+            total += tokens.numel()
+            dropped += sum(1 for t in tokens.tolist() if t not in kept)
+    except EmbeddingError:
+        return None
+    return Vocabulary(len(kept), ids["unk_id"], tuple(ids["special_ids"]), dropped / max(total, 1))
+
+
+@dataclass(frozen=True)
+class RouteStep:
+    """One step of the route: its name, the X-fold it is expected to add, and the bytes after it."""
+
+    name: str
+    gain: float
+    bytes_after: int
+
+
+def _linear_weight_bytes(model: nn.Module) -> tuple[int, int]:
+    """(fp32 weight bytes, number of output rows) of the model's Linear layers."""
+    weights = rows = 0
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            weights += m.weight.numel() * 4
+            rows += m.out_features
+    return weights, rows
+
+
+def size_route(profile: Profile, model: nn.Module, vocabulary: Vocabulary | None,
+               target: float) -> tuple[list[RouteStep], list[str], float, float]:
+    """The size route: its steps, the reason lines, and the MLP and head ratios still needed to reach ``target``."""
+    from .components import word_embedding
+
+    comps = profile.components
+    total = sum(c["bytes"] for c in comps.values())
+    now = total
+    steps: list[RouteStep] = []
+    reasons: list[str] = []
+    word = comps["embeddings.word"]["bytes"]
+    table = word_embedding(model)
+    vocab = int(getattr(table, "num_embeddings", 0) or 0)
+    dim = int(getattr(table, "embedding_dim", 0) or 0)
+    rows_after = vocab
+    if vocabulary is not None and vocab and dim:
+        trimmed = vocabulary.kept * dim * 4 + vocab * REMAP_BYTES
+        gain = now / (now - word + trimmed)
+        if gain >= TRIM_MIN_GAIN and vocabulary.kept < vocab:
+            steps.append(RouteStep("trim", gain, now - word + trimmed))
+            reasons.append(f"trim: the word embeddings hold {100 * word / total:.0f}% of the bytes; the training "
+                           f"data uses {vocabulary.kept:,} of {vocab:,} ids, so keeping those rows is worth "
+                           f"{gain:.2f}× ({100 * vocabulary.eval_oov_tokens:.1f}% of evaluation tokens fall outside "
+                           "and read the unknown-token row)")
+            now, word, rows_after = now - word + trimmed, trimmed, vocabulary.kept
+        else:
+            reasons.append(f"no trim: keeping the {vocabulary.kept:,} ids the training data uses would gain only "
+                           f"{gain:.2f}× (< {TRIM_MIN_GAIN:g}×)")
+    # int8 embeddings: word (trimmed or not), position, token type (each over 1 KiB), one scale per row.
+    before = now
+    emb = []
+    if dim:
+        emb.append(("word", word, rows_after * (dim + INT8_ROW_SCALE_BYTES) + (vocab * REMAP_BYTES if rows_after
+                                                                                 < vocab else 0)))
+    for part in ("embeddings.position", "embeddings.token_type"):
+        fp32 = comps.get(part, {}).get("bytes", 0)
+        if fp32 > EMBEDDING_INT8_MIN_BYTES:
+            emb.append((part.split(".")[1], fp32, fp32 // 4 + (fp32 // (4 * dim) if dim else 0) * INT8_ROW_SCALE_BYTES))
+    now -= sum(f - q for _, f, q in emb)
+    steps.append(RouteStep("int8 embeddings", before / now, now))
+    reasons.append(f"int8 embeddings: per-row int8 {', '.join(n for n, _, _ in emb)} embeddings are worth "
+                   f"{before / now:.2f}× more")
+    weights, rows = _linear_weight_bytes(model)
+    before = now
+    now -= weights - weights // 4 - rows * 8  # int8 weights; a scale and zero point per output row at most
+    steps.append(RouteStep("int8 linears", before / now, now))
+    reasons.append(f"dynamic int8 linears: their fp32 weights hold {100 * weights / total:.0f}% of the original "
+                   f"bytes, int8 is worth {before / now:.2f}× more")
+    expected = total / now
+    goal = total / target
+    mlp_ratio = head_ratio = 0.0
+    if now > goal:
+        mlp = comps["mlp"]["bytes"] / 4  # after int8
+        attention = comps["attention"]["bytes"] / 4
+        need = now - goal
+        mlp_ratio = min(MLP_CAP, need / mlp) if mlp else 0.0
+        rest = need - mlp_ratio * mlp
+        if rest > 0 and attention:
+            head_ratio = min(HEAD_CAP, rest / attention)
+        reasons.append(f"prune: steps 1-2 reach about {expected:.2f}×, short of {target:g}×; removing "
+                       f"{100 * mlp_ratio:.0f}% of MLP channels" + (f" and {100 * head_ratio:.0f}% of heads"
+                                                                     if head_ratio else "")
+                       + " (residual width kept) covers the rest")
+    else:
+        reasons.append(f"no pruning: steps 1-2 reach about {expected:.2f}× ≥ the {target:g}× target")
+    return steps, reasons, mlp_ratio, head_ratio
+
+
+def int8_latency_gain(model: nn.Module, example_input: Any, threads: int) -> float:
+    """Batch-64 latency of the original over its dynamic-int8 copy, measured side by side (3 rounds)."""
+    from .compare import latency_side_by_side
+    from .quantization import quantization_config, quantize
+
+    quantized = quantize(model, quantization_config("dynamic", backend="x86"), example_input=example_input,
+                         progress=False).model
+    measured = latency_side_by_side(model, quantized, example_input, device="cpu", threads=threads, rounds=3, runs=2)
+    return float(measured["ratio"])
+
+
+def latency_route(profile: Profile, int8_gain: float, target: float) -> tuple[list[str], float, float]:
+    """The latency route: reasons, and the MLP and head ratios still needed after dynamic int8 linears."""
+    comps = profile.components
+    flops = sum(c["flops"] for c in comps.values()) or 1
+    mlp_share = comps["mlp"]["flops"] / flops
+    attention_share = comps["attention"]["flops"] / flops
+    reasons = ["no trim and float embeddings: a lookup costs no MACs, so neither changes latency",
+               f"dynamic int8 linears: measured {int8_gain:.2f}× batch-64 latency on a copy, side by side"]
+    fold = target / max(int8_gain, 1e-9)
+    mlp_ratio = head_ratio = 0.0
+    if fold > 1.0:
+        need = 1.0 - 1.0 / fold  # the share of MACs to remove, latency taken as proportional to MACs
+        mlp_ratio = min(MLP_CAP, need / mlp_share) if mlp_share else 0.0
+        rest = need - mlp_ratio * mlp_share
+        if rest > 0 and attention_share:
+            head_ratio = min(HEAD_CAP, rest / attention_share)
+        reasons.append(f"prune: {target:g}× over int8's {int8_gain:.2f}× leaves {fold:.2f}×; the MLP does "
+                       f"{100 * mlp_share:.0f}% of the MACs and attention {100 * attention_share:.0f}%: remove "
+                       f"{100 * mlp_ratio:.0f}% of MLP channels" + (f" and {100 * head_ratio:.0f}% of heads"
+                                                                     if head_ratio else "")
+                       + " (residual width kept)")
+    else:
+        reasons.append(f"no pruning: int8 alone is measured at {int8_gain:.2f}× ≥ the {target:g}× target")
+    return reasons, mlp_ratio, head_ratio
+
+
+def applies(profile: Profile, requirements: Requirements) -> bool:
+    """Whether the route applies: a transformer with a component profile, on CPU, for size or latency."""
+    return (profile.arch_type == "transformer" and bool(profile.components) and requirements.backend == "cpu"
+            and requirements.objective in ("size", "latency") and "embeddings.word" in profile.components)
+
+
+def select_transformer(profile: Profile, requirements: Requirements, model: nn.Module, example_input: Any,
+                       vocabulary: Vocabulary | None, threads: int | None = None) -> Any:
+    """The seed plan for a transformer on CPU by this route: a :class:`autocompress.selection.Selection`."""
+    from .distillation import DistillationConfig, technique_from_name
+    from .embeddings import EmbeddingConfig
+    from .plan import Plan
+    from .pruning import PruningConfig
+    from .quantization import quantization_config
+    from .selection import BUDGET_EPOCHS, Reason, Selection, choose_distillation
+
+    target = requirements.target
+    reasons: list[Reason] = []
+    if requirements.objective == "size":
+        steps, lines, mlp_ratio, head_ratio = size_route(profile, model, vocabulary, target)
+        trim = any(s.name == "trim" for s in steps)
+        int8_embeddings = True
+    else:
+        gain = int8_latency_gain(model, example_input, threads or profile.threads)
+        lines, mlp_ratio, head_ratio = latency_route(profile, gain, target)
+        trim = int8_embeddings = False
+    for line in lines:
+        decision, _, rule = line.partition(": ")
+        reasons.append(Reason(f"route.{decision.replace(' ', '_')}", "yes" if not decision.startswith("no ")
+                              else "no", rule))
+    reasons.append(Reason("quantization", "dynamic", "transformer on CPU: dynamic int8 linear layers (static and "
+                          "QAT int8 cannot trace attention blocks fed dicts of tensors)"))
+    pruning = PruningConfig(technique="group_norm", strategy="heads_mlp", ratio=round(mlp_ratio, 4),
+                            head_ratio=round(head_ratio, 4))
+    if mlp_ratio or head_ratio:
+        reasons.append(Reason("pruning.strategy", "heads_mlp", "MLP channels first, then heads, keeping the "
+                              "residual width: the hidden size that every layer and the embeddings share stays"))
+    distil_name, reason = choose_distillation(profile, requirements)
+    reasons.append(reason)
+    epochs = BUDGET_EPOCHS[requirements.budget]
+    reasons.append(Reason("distillation.stop", "threshold", f"up to {epochs} epochs, stopping as soon as the "
+                          "metric is back within half the allowed drop: on a real encoder an epoch is the cost "
+                          "that matters"))
+    ids = {"unk_id": vocabulary.unk_id, "special_ids": vocabulary.special_ids} if trim and vocabulary else {}
+    plan = Plan(
+        pruning=pruning,
+        distillation=DistillationConfig(technique=technique_from_name(distil_name), stop="threshold",
+                                        max_epochs=epochs, patience=3),
+        quantization=quantization_config("dynamic", backend="x86"),
+        embeddings=EmbeddingConfig(trim_vocabulary=trim, int8=int8_embeddings, **ids),
+    )
+    fold = 1.0 / max(1e-9, 1.0 - mlp_ratio)
+    return Selection(plan=plan, reasons=tuple(reasons), requirements=requirements, pruning_target=fold)
