@@ -39,6 +39,9 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              "attention heads (and the hidden width where the architecture ties it to the heads)"),
     Strategy("global", frozenset({"conv", "linear", "attention"}), True,
              "every prunable layer, channels ranked across layers"),
+    # Pruned by direct surgery in .heads (no dependency graph): ratio = MLP channels, head_ratio = heads.
+    Strategy("heads_mlp", frozenset({"attention", "linear"}), False,
+             "attention heads and MLP channels, the residual (hidden) width kept"),
 )}
 
 

@@ -28,6 +28,7 @@ from ..errors import describe_error
 from ..profile import count_flops, count_params
 from ..progress import progress_bar
 from .config import PruneResult, PruningConfig, Strategy, strategy_named
+from . import heads
 from .errors import PruningError, PruningWarning
 from .graph import (Analysis, Group, LayerFloor, analyse, channel_groups, heads_to_remove, is_batchnorm,
                     prune_heads, root_types, touches_output)
@@ -187,6 +188,8 @@ def run(model: nn.Module, example_input: ModelInput, config: PruningConfig,
     ``before`` (params, FLOPs) and ``reference`` (output shapes) of the unpruned model save work when known.
     Layers whose pruning breaks the model are kept whole, with a warning (see the module docstring).
     """
+    if config.strategy == heads.STRATEGY:  # direct surgery on heads and MLP channels, no dependency graph
+        return heads.run(model, example_input, config, callback, before, measure_flops, reference)
     x = example(example_input)
     if reference is None:
         reference = output_shapes(model, x)
