@@ -177,7 +177,7 @@ def latency_route(profile: Profile, int8_gain: float, target: float) -> tuple[li
     flops = sum(c["flops"] for c in comps.values()) or 1
     mlp_share = comps["mlp"]["flops"] / flops
     attention_share = comps["attention"]["flops"] / flops
-    reasons = ["no trim and float embeddings: a lookup costs no MACs, so neither changes latency",
+    reasons = ["no trim: an embedding lookup costs no MACs, so trimming or int8 rows do not change latency",
                f"dynamic int8 linears: measured {int8_gain:.2f}× batch-64 latency on a copy, side by side"]
     fold = target / max(int8_gain, 1e-9)
     mlp_ratio = head_ratio = 0.0
@@ -225,8 +225,9 @@ def select_transformer(profile: Profile, requirements: Requirements, model: nn.M
         trim = int8_embeddings = False
     for line in lines:
         decision, _, rule = line.partition(": ")
-        reasons.append(Reason(f"route.{decision.replace(' ', '_')}", "yes" if not decision.startswith("no ")
-                              else "no", rule))
+        skipped = decision.startswith("no ")
+        step = {"pruning": "prune"}.get(decision.removeprefix("no "), decision.removeprefix("no "))
+        reasons.append(Reason(f"route.{step.replace(' ', '_')}", "no" if skipped else "yes", rule))
     reasons.append(Reason("quantization", "dynamic", "transformer on CPU: dynamic int8 linear layers (static and "
                           "QAT int8 cannot trace attention blocks fed dicts of tensors)"))
     pruning = PruningConfig(technique="group_norm", strategy="heads_mlp", ratio=round(mlp_ratio, 4),

@@ -1,0 +1,103 @@
+"""The selector's cheapest-route-first rules for transformers, and the embeddings step of a plan in the pipeline."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from autocompress import Task
+from autocompress.config import Config
+from autocompress.distillation import DistillationConfig
+from autocompress.embeddings import EmbeddingConfig
+from autocompress.plan import Plan
+from autocompress.pipeline import run_plan
+from autocompress.profile import profile_task
+from autocompress.pruning import PruningConfig
+from autocompress.quantization import quantization_config
+from autocompress.requirements import Requirements
+from autocompress.selection import select
+from autocompress.transformer_route import task_vocabulary
+from tests.conftest import tiny_bert
+
+VOCAB, USED, LENGTH = 100, 30, 12  # the data uses ids 3..32 of 100; 0 pad, 1 unk, 2 cls
+
+
+class _Rows(Dataset):
+    def __init__(self, n: int, seed: int, used: int = USED) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(3, 3 + used, (n, LENGTH), generator=g)
+        self.ids[:, 0] = 2
+        self.mask = torch.ones(n, LENGTH, dtype=torch.long)
+        self.mask[: n // 2, LENGTH - 3:] = 0
+        self.ids[self.mask == 0] = 0
+        self.y = (self.ids[:, 1] > 3 + used // 2).long()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return {"input_ids": self.ids[i], "attention_mask": self.mask[i]}, self.y[i]
+
+
+def _task(eval_used: int = USED) -> Task:
+    model = tiny_bert(num_labels=2, seq_len=LENGTH)
+    train, evaluation = _Rows(64, 0), _Rows(32, 1, eval_used)
+    return Task(name="tiny-bert", model=model, train_data=train, eval_data=evaluation,
+                example_input={"input_ids": evaluation.ids[:1], "attention_mask": evaluation.mask[:1]},
+                batch_size=16, unk_token_id=1, special_token_ids=(0, 1, 2))
+
+
+def test_vocabulary_counts_the_training_ids_and_the_evaluation_tokens_trimming_would_lose():
+    task = _task(eval_used=USED + 10)  # evaluation rows also use ids the training data never shows
+    vocabulary = task_vocabulary(task, task.model)
+    train_ids = set(torch.unique(task.train_data.ids).tolist())
+    assert vocabulary.kept == len(train_ids | {0, 1, 2})
+    tokens = task.eval_data.ids[task.eval_data.mask.bool()]
+    expected = sum(1 for t in tokens.tolist() if t not in train_ids | {0, 1, 2}) / tokens.numel()
+    assert abs(vocabulary.eval_oov_tokens - expected) < 1e-12 and expected > 0
+
+
+def test_size_route_trims_and_quantizes_first_and_prunes_only_what_the_target_still_needs():
+    task = _task()
+    profile = profile_task(task, device="cpu", threads=1)
+    vocabulary = task_vocabulary(task, task.model)
+    easy = select(profile, Requirements(objective="size", max_drop=1, target=2), task.model, task.example_input,
+                  vocabulary=vocabulary)
+    plan = easy.plan
+    assert plan.embeddings.trim_vocabulary and plan.embeddings.int8 and plan.embeddings.unk_id == 1
+    assert plan.quantization_mode == "dynamic" and plan.pruning.ratio == 0 and plan.pruning.head_ratio == 0
+    decisions = {r.decision: r.choice for r in easy.reasons}
+    assert decisions["route.trim"] == "yes" and decisions["route.prune"] == "no"
+    hard = select(profile, Requirements(objective="size", max_drop=1, target=12), task.model, task.example_input,
+                  vocabulary=vocabulary).plan
+    assert hard.pruning.strategy == "heads_mlp" and hard.pruning.ratio > 0
+    # MLP channels go first: heads only once the MLP share is at its cap
+    assert hard.pruning.head_ratio == 0 or hard.pruning.ratio >= 0.75 - 1e-9
+    assert "trim vocab" in hard.summary() and "heads_mlp" in hard.summary()
+
+
+def test_plan_with_embeddings_round_trips_and_old_records_load_without_them():
+    plan = Plan(embeddings=EmbeddingConfig(trim_vocabulary=True, int8=True, unk_id=1, special_ids=(0, 2)))
+    assert Config.from_json(plan.to_json()) == plan
+    old = plan.to_dict()
+    old.pop("embeddings")
+    assert Plan.load(old).embeddings == EmbeddingConfig()
+
+
+def test_pipeline_trims_then_int8s_the_embeddings_and_the_model_still_takes_the_original_ids():
+    task = _task(eval_used=USED + 5)
+    plan = Plan(pruning=PruningConfig(ratio=0.0), distillation=DistillationConfig(max_epochs=1),
+                quantization=quantization_config("dynamic", backend="x86"),
+                embeddings=EmbeddingConfig(trim_vocabulary=True, int8=True))
+    result = run_plan(task, plan, progress=False, threads=1)
+    trim = result.embeddings["trim"]
+    assert trim["kept_ids"] == len(set(torch.unique(task.train_data.ids).tolist()) | {0, 1, 2})
+    assert result.embeddings["oov"]["token_rate"] > 0
+    assert result.compressed.size_mb < result.original.size_mb / 2
+    assert result.report()["embeddings"]["trim"]["kept_ids"] == trim["kept_ids"]
+    word = result.model.get_input_embeddings()
+    assert type(word).__name__ == "Int8Embedding" and word.num_embeddings == VOCAB
+    with torch.no_grad():  # every original id is accepted, those never seen in training included
+        out = result.model(input_ids=torch.arange(VOCAB).reshape(10, 10) % VOCAB,
+                           attention_mask=torch.ones(10, 10, dtype=torch.long))
+    assert out.logits.shape == (10, 2)
