@@ -241,13 +241,12 @@ def select_transformer(profile: Profile, requirements: Requirements, model: nn.M
     reasons.append(Reason("distillation.stop", "threshold", f"up to {epochs} epochs, stopping as soon as the "
                           "metric is back within half the allowed drop: on a real encoder an epoch is the cost "
                           "that matters"))
-    ids = {"unk_id": vocabulary.unk_id, "special_ids": vocabulary.special_ids} if trim and vocabulary else {}
     plan = Plan(
         pruning=pruning,
         distillation=DistillationConfig(technique=technique_from_name(distil_name), stop="threshold",
                                         max_epochs=epochs, patience=3),
         quantization=quantization_config("dynamic", backend="x86"),
-        embeddings=EmbeddingConfig(trim_vocabulary=trim, int8=int8_embeddings, **ids),
+        embeddings=EmbeddingConfig(trim_vocabulary=trim, int8=int8_embeddings),  # ids: the task's
     )
     fold = 1.0 / max(1e-9, 1.0 - mlp_ratio)
     return Selection(plan=plan, reasons=tuple(reasons), requirements=requirements, pruning_target=fold)

@@ -64,7 +64,7 @@ def test_size_route_trims_and_quantizes_first_and_prunes_only_what_the_target_st
     easy = select(profile, Requirements(objective="size", max_drop=1, target=2), task.model, task.example_input,
                   vocabulary=vocabulary)
     plan = easy.plan
-    assert plan.embeddings.trim_vocabulary and plan.embeddings.int8 and plan.embeddings.unk_id == 1
+    assert plan.embeddings.trim_vocabulary and plan.embeddings.int8 and plan.embeddings.unk_id is None
     assert plan.quantization_mode == "dynamic" and plan.pruning.ratio == 0 and plan.pruning.head_ratio == 0
     decisions = {r.decision: r.choice for r in easy.reasons}
     assert decisions["route.trim"] == "yes" and decisions["route.prune"] == "no"
@@ -101,3 +101,23 @@ def test_pipeline_trims_then_int8s_the_embeddings_and_the_model_still_takes_the_
         out = result.model(input_ids=torch.arange(VOCAB).reshape(10, 10) % VOCAB,
                            attention_mask=torch.ones(10, 10, dtype=torch.long))
     assert out.logits.shape == (10, 2)
+
+
+def test_the_study_searches_embedding_storage_and_head_ratios_and_its_seed_maps_back_exactly():
+    import optuna
+
+    from autocompress.study.space import SearchSpace, canonical_plan, neighbours, plan_from_trial, \
+        trial_params_from_plan
+
+    task = _task()
+    profile = profile_task(task, device="cpu", threads=1)
+    requirements = Requirements(objective="size", max_drop=1, target=12)
+    selection = select(profile, requirements, task.model, task.example_input,
+                       vocabulary=task_vocabulary(task, task.model))
+    space = SearchSpace.for_model(profile, requirements, vocabulary=True)
+    assert space.embeddings == ("float", "int8", "trim", "trim+int8") and "heads_mlp" in space.strategies
+    assert space.stop == "threshold" and SearchSpace.from_dict(space.to_dict()) == space
+    for plan in [selection.plan, *neighbours(selection.plan)]:
+        params = trial_params_from_plan(plan, space)
+        assert plan_from_trial(optuna.trial.FixedTrial(params), space) == canonical_plan(plan)
+    assert any(not n.embeddings.trim_vocabulary for n in neighbours(selection.plan))

@@ -135,7 +135,10 @@ def _measure(task: Any, task_ref: str, requirements: Any, objectives: list[str],
     say("profiling the original model (once per study)")
     original, selection = plan_task(task, requirements, threads=threads)
     return _Start(task_name=task.name, task_ref=task_ref, requirements=requirements, objectives=objectives,
-                  original=original, space=SearchSpace.for_model(original, requirements), seed_plan=selection.plan,
+                  original=original, space=SearchSpace.for_model(original, requirements,
+                                                                 vocabulary=selection.plan.embeddings.trim_vocabulary
+                                                                 or task.token_ids()["unk_id"] is not None),
+                  seed_plan=selection.plan,
                   reasons=[str(r) for r in selection.reasons],
                   artifacts=Path(artifacts).absolute() if artifacts else artifact_dir(url, name),
                   original_widths=_arch.layer_widths(_arch.capture(task.model)))

@@ -24,6 +24,9 @@ LR_RANGE = (1e-4, 3e-3)
 ALPHA_RANGE = (0.1, 0.9)
 TEMPERATURE_RANGE = (1.0, 8.0)
 ROUND_TO_CHOICES = (0, 16)  # 0: free widths
+HEAD_RATIO_RANGE = (0.0, 0.75)  # heads_mlp: the share of heads removed (never all: the pruner keeps one)
+# How a transformer's embeddings are stored: float, per-row int8, trimmed to the training ids, or both.
+EMBEDDING_CHOICES = ("float", "int8", "trim", "trim+int8")
 
 
 @dataclass(frozen=True)
@@ -38,42 +41,53 @@ class SearchSpace:
     patience: int | None = 3
     stop: str = "epochs"
     distillation: tuple[str, ...] = DISTILLATION_TECHNIQUES
+    embeddings: tuple[str, ...] = ()  # searched embedding storage (EMBEDDING_CHOICES); empty: float, not searched
 
     @classmethod
-    def for_model(cls, profile: Any, requirements: Any) -> SearchSpace:
+    def for_model(cls, profile: Any, requirements: Any, vocabulary: bool = False) -> SearchSpace:
+        """The space for this model; ``vocabulary``: the task's token ids allow trimming the vocabulary."""
         from ..pruning import STRATEGIES, TECHNIQUES
         from ..selection import BUDGET_EPOCHS, layer_category
 
         has_bn = any(layer.type.startswith("BatchNorm") for layer in profile.layers)
         techniques = tuple(t for t in TECHNIQUES if t != "bn_scale" or has_bn)
         categories = {layer_category(layer.type) for layer in profile.layers}
-        strategies = tuple(s for s in STRATEGIES if s == "global" or s in categories)
+        strategies = tuple(s for s in STRATEGIES if s == "global" or s in categories
+                           or (s == "heads_mlp" and "attention" in categories))
         if requirements.backend == "gpu":
             quantization: tuple[str, ...] = ("none",)
         elif profile.arch_type == "transformer":
             quantization = ("none", "dynamic")  # static and QAT cannot trace attention fed dicts of tensors
         else:
             quantization = ("none", "dynamic", "static", "qat")
+        from ..transformer_route import applies
+
+        route = applies(profile, requirements)  # transformers on CPU: embeddings searched, threshold stopping
+        embeddings = EMBEDDING_CHOICES if route and vocabulary else ("float", "int8") if route else ()
         return cls(techniques=techniques, strategies=strategies, quantization=quantization,
                    max_epochs=BUDGET_EPOCHS[requirements.budget],
-                   backend="gpu" if requirements.backend == "gpu" else "x86")
+                   backend="gpu" if requirements.backend == "gpu" else "x86",
+                   stop="threshold" if route else "epochs", embeddings=embeddings)
 
     def to_dict(self) -> dict[str, Any]:
         return {"techniques": list(self.techniques), "strategies": list(self.strategies),
                 "quantization": list(self.quantization), "max_epochs": self.max_epochs, "backend": self.backend,
-                "patience": self.patience, "stop": self.stop, "distillation": list(self.distillation)}
+                "patience": self.patience, "stop": self.stop, "distillation": list(self.distillation),
+                "embeddings": list(self.embeddings)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
         return cls(techniques=tuple(data["techniques"]), strategies=tuple(data["strategies"]),
                    quantization=tuple(data["quantization"]), max_epochs=int(data["max_epochs"]),
                    backend=data["backend"], patience=data.get("patience", 3), stop=data.get("stop", "epochs"),
-                   distillation=tuple(data.get("distillation", LEGACY_DISTILLATION_TECHNIQUES)))
+                   distillation=tuple(data.get("distillation", LEGACY_DISTILLATION_TECHNIQUES)),
+                   embeddings=tuple(data.get("embeddings", ())))
 
 
 def plan_from_trial(trial: Any, space: SearchSpace) -> Any:
     """The plan a trial's parameters describe. Parameters are suggested only where they apply."""
     from ..distillation import DistillationConfig, technique_from_name
+    from ..embeddings import EmbeddingConfig
     from ..plan import Plan
     from ..pruning import PruningConfig
     from ..quantization import quantization_config
@@ -83,6 +97,13 @@ def plan_from_trial(trial: Any, space: SearchSpace) -> Any:
     technique = trial.suggest_categorical("pruning.technique", list(space.techniques))
     strategy = trial.suggest_categorical("pruning.strategy", list(space.strategies))
     steps = trial.suggest_int("pruning.steps", *STEPS_RANGE)
+    head_ratio = None
+    if strategy == "heads_mlp":
+        head_ratio = trial.suggest_float("pruning.head_ratio", *HEAD_RATIO_RANGE)
+    embeddings = EmbeddingConfig()
+    if space.embeddings:
+        stored = trial.suggest_categorical("embeddings", list(space.embeddings))
+        embeddings = EmbeddingConfig(trim_vocabulary="trim" in stored, int8="int8" in stored)
     round_to = None
     if mode in ("static", "qat"):  # fbgemm's int8 kernels like channel counts in multiples of 16
         round_to = trial.suggest_categorical("pruning.round_to", list(ROUND_TO_CHOICES)) or None
@@ -94,11 +115,19 @@ def plan_from_trial(trial: Any, space: SearchSpace) -> Any:
         options["alpha"] = trial.suggest_float("distillation.alpha", *ALPHA_RANGE, step=0.05)
     lr = trial.suggest_float("distillation.lr", *LR_RANGE, log=True)
     return Plan(
-        pruning=PruningConfig(technique=technique, strategy=strategy, ratio=ratio, steps=steps, round_to=round_to),
+        pruning=PruningConfig(technique=technique, strategy=strategy, ratio=ratio, steps=steps, round_to=round_to,
+                              head_ratio=head_ratio),
         distillation=DistillationConfig(technique=technique_from_name(distil, **options), stop=space.stop,
                                         max_epochs=space.max_epochs, patience=space.patience, lr=lr),
         quantization=quantization_config(mode, backend=space.backend),
+        embeddings=embeddings,
     )
+
+
+def embedding_choice(config: Any) -> str:
+    """The search space's name (one of EMBEDDING_CHOICES) for an EmbeddingConfig."""
+    trim, int8 = config.trim_vocabulary, config.int8
+    return "trim+int8" if trim and int8 else "trim" if trim else "int8" if int8 else "float"
 
 
 def _searched_technique(name: str) -> str:
@@ -128,6 +157,10 @@ def trial_params_from_plan(plan: Any, space: SearchSpace | None = None) -> dict[
     params: dict[str, Any] = {"quantization.mode": plan.quantization_mode, "pruning.ratio": float(p.ratio),
                               "pruning.technique": technique_name(p.technique), "pruning.strategy": p.strategy,
                               "pruning.steps": int(p.steps)}
+    if p.strategy == "heads_mlp":
+        params["pruning.head_ratio"] = float(p.effective_head_ratio)
+    if plan.embeddings.enabled or (space is not None and space.embeddings):
+        params["embeddings"] = embedding_choice(plan.embeddings)
     if plan.quantization_mode in ("static", "qat"):
         params["pruning.round_to"] = int(p.round_to or 0)
     name = _searched_technique(d.technique.name)
@@ -161,6 +194,10 @@ def _check_in_space(params: dict[str, Any], plan: Any, space: SearchSpace) -> No
         problems.append(f"round_to {p.round_to}")
     if d.max_epochs != space.max_epochs or d.stop != space.stop or d.patience != space.patience:
         problems.append(f"epochs {d.max_epochs} / stop {d.stop} / patience {d.patience}")
+    if "embeddings" in params and params["embeddings"] not in space.embeddings:
+        problems.append(f"embeddings {params['embeddings']}")
+    if p.strategy == "heads_mlp" and not HEAD_RATIO_RANGE[0] <= p.effective_head_ratio <= HEAD_RATIO_RANGE[1]:
+        problems.append(f"head_ratio {p.effective_head_ratio}")
     if problems:
         raise StudyError(f"a plan outside the study's search space ({', '.join(problems)})",
                          "a plan the trials can express", "check the plan against SearchSpace")
@@ -187,7 +224,10 @@ def neighbours(plan: Any) -> list[Any]:
     distilled = None
     if milder is not None and plan.distillation.technique.KIND != CombinedDistillation.KIND:
         distilled = milder.replace(distillation=milder.distillation.replace(technique=CombinedDistillation()))
-    candidates = [milder, distilled, with_keep(0.8), with_keep(2.0)]
+    untrimmed = None
+    if plan.embeddings.trim_vocabulary:  # trimming costs the ids the training data never shows: try without it
+        untrimmed = plan.replace(embeddings=plan.embeddings.replace(trim_vocabulary=False))
+    candidates = [milder, untrimmed, distilled, with_keep(0.8), with_keep(2.0)]
     out: list[Any] = []
     for candidate in candidates:
         if candidate is not None and candidate not in out and candidate != plan:
