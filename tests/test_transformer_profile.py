@@ -97,3 +97,12 @@ def test_task_cuts_batches_to_their_longest_sequence_only_when_the_outputs_stay_
     batch, _ = next(iter(task.train_loader()))
     assert task.pad_to_longest is trims
     assert batch["input_ids"].shape[1] == (5 if trims else 16)
+
+
+def test_export_check_rows_join_batches_cut_to_different_lengths():
+    from autocompress.export.check import check_batch
+
+    short, long = _ids(40, 6, 6), _ids(40, 9, 9)
+    rows = check_batch([(short, torch.zeros(40)), (long, torch.zeros(40))], None)
+    assert rows["input_ids"].shape == (64, 9)
+    assert rows["attention_mask"][:40, 6:].sum() == 0 and torch.equal(rows["input_ids"][:40, :6], short["input_ids"])

@@ -155,7 +155,9 @@ class _Runner:
 
     def baseline_runs(self, task: Any, original: Any, objective: str, target: float, max_drop: float) -> list[Row]:
         """The baselines that are single pipeline runs, at the study's training budget."""
+        from .. import transformer_route
         from ..distillation import CombinedDistillation, DistillationConfig, FineTune
+        from ..embeddings import EmbeddingConfig
         from ..pipeline import run_plan
         from ..plan import Plan
         from ..pruning import PruningConfig, solve_above
@@ -177,18 +179,35 @@ class _Runner:
                        seconds=time.perf_counter() - started)
 
         rows = []
-        # The Torch-Pruning recipe: global magnitude pruning to the target (in the pruning objective: parameters
-        # for size, MACs otherwise), plain fine-tuning; the best of the target, half and a quarter of it.
+        # Transformers (on CPU, with a word embedding): Torch-Pruning's own recipe for them scores by group norm,
+        # and their CPU int8 is dynamic; the embedding steps are baselines of their own.
+        transformer = transformer_route.applies(original, requirements)
+        technique = "group_norm" if transformer else "magnitude"
+        # The Torch-Pruning recipe: global pruning to the target (in the pruning objective: parameters for size,
+        # MACs otherwise), plain fine-tuning; the best of the target, half and a quarter of it.
         recipe: list[Row] = []
         for fold in sorted({f for f in (target, target / 2, target / 4) if f >= 1.2}, reverse=True):
-            solved = solve_above(task.model, task.example_input, "magnitude", "global", PRUNING_OBJECTIVE[objective],
+            solved = solve_above(task.model, task.example_input, technique, "global", PRUNING_OBJECTIVE[objective],
                                  fold)
-            plan = Plan(pruning=PruningConfig(technique="magnitude", strategy="global", ratio=round(solved.ratio, 4)),
+            plan = Plan(pruning=PruningConfig(technique=technique, strategy="global", ratio=round(solved.ratio, 4)),
                         distillation=DistillationConfig(technique=FineTune(), **training),
                         quantization=quantization_config("none"))
             recipe.append(run(f"Torch-Pruning recipe ({fold:g}× {PRUNING_OBJECTIVE[objective]})", plan))
-        rows.append(_best(recipe, objective, "Torch-Pruning recipe (magnitude/global + fine-tune)"))
+        rows.append(_best(recipe, objective, f"Torch-Pruning recipe ({technique}/global + fine-tune)"))
         no_training = DistillationConfig(technique=FineTune(), stop="epochs", max_epochs=0, patience=None)
+        if transformer:
+            dynamic = quantization_config("dynamic")
+            for method, plan in (
+                    ("dynamic int8 alone", Plan(pruning=PruningConfig(ratio=0.0), distillation=no_training,
+                                                quantization=dynamic)),
+                    ("int8 embeddings + dynamic int8 linears", Plan(
+                        pruning=PruningConfig(ratio=0.0), distillation=no_training, quantization=dynamic,
+                        embeddings=EmbeddingConfig(int8=True))),
+                    ("vocabulary trimming alone", Plan(
+                        pruning=PruningConfig(ratio=0.0), distillation=no_training,
+                        quantization=quantization_config("none"), embeddings=EmbeddingConfig(trim_vocabulary=True)))):
+                rows.append(run(method, plan))
+            return rows
         for mode in ("dynamic", "static"):
             plan = Plan(pruning=PruningConfig(ratio=0.0), distillation=no_training,
                         quantization=quantization_config(mode))

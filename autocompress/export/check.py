@@ -92,8 +92,17 @@ def rows(x: ModelInput, n: int) -> ModelInput:
 
 def _cat(parts: list[ModelInput]) -> ModelInput:
     if isinstance(parts[0], Mapping):
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        # Batches cut to their longest sequence (Task.pad_to_longest) differ in length: zero-pad them back to the
+        # widest, where the attention mask is 0 and the model's outputs do not depend on the ids.
+        return {k: torch.cat(_same_width([p[k] for p in parts])) for k in parts[0]}
     return torch.cat(parts)
+
+
+def _same_width(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    if len({t.shape[1:] for t in tensors}) <= 1 or any(t.dim() != 2 for t in tensors):
+        return tensors
+    width = max(t.shape[1] for t in tensors)
+    return [torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in tensors]
 
 
 def example_copies(example_input: ModelInput) -> ModelInput:
