@@ -211,7 +211,7 @@ def main() -> None:
         "",
         f"Encoder params = the six transformer layers ({enc_before:,} in the original; the whole model has "
         f"{total_before:,}, most of the rest in the word embeddings). MACs: one snippet of {MAX_TOKENS} tokens. "
-        f"Latency: batch {BATCH} x {MAX_TOKENS} tokens, CPU, {THREADS} thread{"s" if THREADS > 1 else ""}, median over {ROUNDS} interleaved rounds of "
+        f"Latency: batch {BATCH} x {MAX_TOKENS} tokens, CPU, {THREADS} thread{'s' if THREADS > 1 else ''}, median over {ROUNDS} interleaved rounds of "
         f"the fastest of {PASSES} passes, after {WARMUP} warm-up passes, as a ratio to the original in the same rounds (original: "
         f"{ms['original']:.0f} ms). Load average before/after: {load_before[0]:.1f}/{load_after[0]:.1f} on "
         f"{os.cpu_count()} cores{' (the machine was shared: latencies are noisy)' if max(load_before[0], load_after[0]) > 1.5 else ''}.",
