@@ -31,7 +31,6 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -280,7 +279,7 @@ def run(model: nn.Module, example_input: ModelInput, config: PruningConfig,
         raise PruningError(f"pruning by {STRATEGY!r} changed the output shapes {[tuple(r) for r in reference]} to "
                            f"{[tuple(o) for o in out]}", "outputs kept intact", "report this model")
     for note in notes:
-        warnings.warn(note, PruningWarning, stacklevel=3)
+        warnings.warn(note, PruningWarning, stacklevel=4)  # the caller of prune()
     return PruneResult(model=subject, config=config, params_before=before[0], params_after=count_params(subject),
                        flops_before=before[1], flops_after=count_flops(subject, x) if measure_flops else 0,
                        notes=tuple(notes))

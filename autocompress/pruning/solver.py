@@ -23,6 +23,8 @@ from .config import OBJECTIVES, PruneResult, PruningConfig, strategy_named
 from .core import UNIFORM_NOTE, example, output_shapes, run
 from .errors import PruningError, PruningWarning
 from .graph import heads_to_remove
+from .heads import STRATEGY as HEADS_MLP
+from .heads import head_units
 from .importance import technique_config
 from .transformers import initial_heads
 
@@ -107,6 +109,7 @@ class _Solver:
         self.tolerance, self.max_evals, self.before, self.reference = tolerance, max_evals, before, reference
         self.evals, self.bar = 0, None
         self.head_counts = sorted(set(initial_heads(model).values()))
+        self.unit_counts = sorted(set(head_units(model).values()))  # heads_mlp's: heads, or KV groups under GQA
 
     def reduction(self, result: PruneResult) -> float:
         return result.reduction(self.objective)
@@ -132,7 +135,8 @@ class _Solver:
         if self.reduction(top) < self.target * (1 - self.tolerance):
             return top, (f"strategy {base.strategy!r} reaches at most {self.reduction(top):.2f}x {self.objective} "
                          f"(ratio {max_ratio}): the layers it may prune hold too little of the model")
-        heads = self.head_counts if "attention" in strategy_named(base.strategy).kinds else []
+        counts = self.unit_counts if base.strategy == HEADS_MLP else self.head_counts
+        heads = counts if "attention" in strategy_named(base.strategy).kinds else []
         best, (lo, at_lo), (hi, at_hi) = self._bisect(base, (0.0, None), (max_ratio, top), heads)
         if self.hit(best):
             return best, ""
