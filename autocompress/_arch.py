@@ -83,7 +83,7 @@ def capture(model: nn.Module) -> dict[str, Any]:
     return record
 
 
-HF_CONFIG_FIELDS = ("hidden_size", "num_attention_heads", "intermediate_size")
+HF_CONFIG_FIELDS = ("hidden_size", "num_attention_heads", "intermediate_size", "num_key_value_heads")
 
 
 def hf_config(model: nn.Module) -> Any:

@@ -10,7 +10,8 @@ says so, not because of name lists. What is pruned is chosen by two independent 
   parameters), ``lamp``;
 * the **strategy** decides which layers may lose channels and how they are ranked: ``conv``, ``linear`` and
   ``attention`` prune one kind of layer with the same ratio in every layer; ``global`` prunes every kind and
-  ranks channels across layers.
+  ranks channels across layers; ``heads_mlp`` (:mod:`.heads`, direct module surgery rather than the graph)
+  removes whole attention heads and MLP channels of a transformer and keeps its residual (hidden) width.
 
 The model's inputs and outputs are never pruned (the graph shows which layers feed the output directly), the
 caller's model is never modified (a deep copy is pruned), and every figure reported is measured on the pruned
