@@ -81,7 +81,10 @@ def test_task_honours_the_contract(tmp_path, monkeypatch):
     assert set(task.example_input) == {"input_ids", "attention_mask"}
     assert task.example_input["input_ids"].shape == (1, text.MAX_LEN)
     x, y = next(iter(task.eval_loader()))
-    assert x["input_ids"].shape == (task.batch_size, text.MAX_LEN) and y.dtype == torch.long
+    # batches are cut to their longest sequence (the BERT's outputs do not depend on padding)
+    assert task.pad_to_longest is True
+    assert x["input_ids"].shape[0] == task.batch_size and x["input_ids"].shape[1] <= text.MAX_LEN
+    assert y.dtype == torch.long
     assert len(task.train_data) == 10201 and len(task.eval_data) == 2551
     assert type(task.model).__name__ == "BertForSequenceClassification"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import sys
 import warnings
@@ -167,7 +168,46 @@ def _mute_stdout() -> Iterator[None]:
         os.close(devnull)
 
 
+def _float_twin(model: nn.Module) -> nn.Module:
+    """A copy of a dynamic-int8 model whose int8 Linear layers are float again, with the int8 grid's weights."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    for parent in list(twin.modules()):
+        for name, child in list(parent.named_children()):
+            weight = getattr(child, "weight", None)
+            if type(child).__module__.startswith("torch.ao.nn.quantized.dynamic") and callable(weight):
+                float_weight = weight().dequantize()
+                bias = child.bias()
+                linear = nn.Linear(float_weight.shape[1], float_weight.shape[0], bias=bias is not None)
+                linear.weight.data.copy_(float_weight)
+                if bias is not None:
+                    linear.bias.data.copy_(bias)
+                setattr(parent, name, linear)
+    return twin
+
+
 def write_onnx(model: nn.Module, example_input: ModelInput, meta: dict[str, Any], **_: Any) -> bytes:
+    if model_kind(model) == "dynamic" and not isinstance(model, LoadedProgram):
+        # torch.ao's dynamic int8 ops have no ONNX operators: export the float twin (weights already on the int8
+        # grid) and let ONNX Runtime's own dynamic quantization make the int8 graph (MatMulInteger).
+        import tempfile
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory() as folder:
+            float_path, int8_path = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
+            float_path.write_bytes(_onnx_bytes(_float_twin(model), example_input, meta))
+            logging.disable(logging.WARNING)  # ORT advises pre-processing on the root logger on every call
+            try:
+                quantize_dynamic(float_path, int8_path, weight_type=QuantType.QInt8)
+            finally:
+                logging.disable(logging.NOTSET)
+            return int8_path.read_bytes()
+    return _onnx_bytes(model, example_input, meta)
+
+
+def _onnx_bytes(model: nn.Module, example_input: ModelInput, meta: dict[str, Any]) -> bytes:
     import onnx
 
     keys = input_keys(example_input) or ["input"]
@@ -265,7 +305,7 @@ _RULES: dict[str, tuple[str, ...]] = {
     "float": FORMATS,
     "static": ("torchscript", "onnx", "autocompress"),
     "qat": ("torchscript", "onnx", "autocompress"),
-    "dynamic": ("torchscript", "autocompress"),
+    "dynamic": ("torchscript", "onnx", "autocompress"),  # onnx: ONNX Runtime's dynamic int8 of the float twin
     "foreign_int8": ("torchscript",),
 }
 
