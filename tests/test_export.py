@@ -142,14 +142,11 @@ def test_dynamic_int8_bert_archive_and_unsupported_format_names_the_ones_that_ca
     assert list(tmp_path.iterdir()) == [tmp_path / "bq.acz"]  # no partial file, no temp file
 
 
-def test_dynamic_int8_bert_goes_to_onnx_as_onnx_runtime_int8_and_agrees(bert, tmp_path):
-    import onnx
-
+def _decisive(model, batch):
+    """A copy of a random BERT trained briefly on a rule of its inputs: a random BERT's logits are near ties
+    across inputs (spread 0.008) that any int8 rounding flips, which would make top-1 agreement meaningless."""
     import copy
 
-    model, batch = bert
-    # A random BERT's logits are near ties across inputs (spread 0.008) that any int8 rounding flips: train it
-    # briefly on a rule of its inputs so that its top-1 means something.
     model = copy.deepcopy(model).train()
     labels = (batch["input_ids"][:, 1] * 3 // 100).clamp(max=2)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -158,7 +155,27 @@ def test_dynamic_int8_bert_goes_to_onnx_as_onnx_runtime_int8_and_agrees(bert, tm
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(**batch).logits, labels).backward()
         optimizer.step()
-    model.eval()
+    return model.eval()
+
+
+def test_dynamic_int8_archive_carries_its_onnx_program_so_it_exports_without_the_base_model(bert, tmp_path):
+    model, batch = bert
+    model = _decisive(model, batch)
+    example = {k: v[:1] for k, v in batch.items()}
+    q = Q.quantize(model, Q.DynamicQuantization(), example_input=example).model
+    archive = E.export_model(q, "autocompress", tmp_path / "q.acz", example, batch).path
+    program = E.load(archive)  # no base model: the stored TorchScript program
+    assert program.onnx_bytes
+    result = E.export_model(program, "onnx", tmp_path / "q.onnx", example, batch)
+    assert result.check_value >= 0.99
+    assert result.path.read_bytes() == program.onnx_bytes
+
+
+def test_dynamic_int8_bert_goes_to_onnx_as_onnx_runtime_int8_and_agrees(bert, tmp_path):
+    import onnx
+
+    model, batch = bert
+    model = _decisive(model, batch)
     example = {k: v[:1] for k, v in batch.items()}
     q = Q.quantize(model, Q.DynamicQuantization(), example_input=example).model
     result = E.export_model(q, "onnx", tmp_path / "bq.onnx", example, batch)

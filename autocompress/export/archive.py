@@ -8,6 +8,9 @@ Members:
     ``weights.pt``       the state dict (float or int8), readable with ``torch.load(weights_only=True)``;
     ``program.pt``       a TorchScript program of the model, when it can be traced (else the manifest's
                          ``program_error`` says why not);
+    ``program.onnx``     dynamic int8 models only: the ONNX Runtime int8 program made from the module (its
+                         TorchScript program cannot become ONNX later), so a trial exports to ONNX without the
+                         base model;
     ``check_inputs.pt``  up to 64 rows of the real evaluation inputs the archive was checked on (tensors only;
                          absent when the export was checked on copies of the example input). Re-exporting the
                          archive checks the new file on them (``export_trial``).
@@ -36,9 +39,11 @@ from .._tensors import ModelInput, batch_len
 from ..errors import ExportError, describe_error
 from ..quantization import quantization_info, requantize
 from .check import rows
-from .formats import ARCHIVE_VERSION, META_NAME, LoadedProgram, is_int8, torchscript_bytes
+from .formats import (ARCHIVE_VERSION, META_NAME, LoadedProgram, is_int8, model_kind, torchscript_bytes,
+                      write_onnx)
 
 CHECK_INPUTS_MEMBER = "check_inputs.pt"
+ONNX_MEMBER = "program.onnx"  # dynamic int8 models only: their ONNX Runtime int8 program
 STORED_CHECK_BYTES = 8 * 2**20  # at most this much of check inputs in an archive (64 digits rows: 16 kB)
 
 
@@ -67,6 +72,14 @@ def write_archive(model: nn.Module, example_input: ModelInput, meta: dict[str, A
     except Exception as exc:  # tracing runs the user's forward, which may raise anything; the archive stays
         # useful with a base model, and the manifest keeps the reason
         program, program_error = None, describe_error(exc)
+    onnx_program, onnx_error = None, None
+    if model_kind(model) == "dynamic":
+        # The TorchScript program of a dynamic int8 model cannot become ONNX later (its int8 ops have no ONNX
+        # operators, and the module is gone without the base model): make the ONNX program now, from the module.
+        try:
+            onnx_program = write_onnx(model, example_input, meta)
+        except Exception as exc:  # the exporter runs the user's forward; the manifest keeps the reason
+            onnx_error = describe_error(exc)
     stored = None
     if check is not None:
         stored = io.BytesIO()
@@ -78,8 +91,10 @@ def write_archive(model: nn.Module, example_input: ModelInput, meta: dict[str, A
         "architecture": architecture,
         "param_shapes": {k: list(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)},
         "files": {"weights": "weights.pt", "program": "program.pt" if program is not None else None,
-                  "check_inputs": CHECK_INPUTS_MEMBER if stored is not None else None},
+                  "check_inputs": CHECK_INPUTS_MEMBER if stored is not None else None,
+                  "onnx": ONNX_MEMBER if onnx_program is not None else None},
         "program_error": program_error,
+        "onnx_error": onnx_error,
         "torch_version": torch.__version__,
     }
     buffer = io.BytesIO()
@@ -90,6 +105,8 @@ def write_archive(model: nn.Module, example_input: ModelInput, meta: dict[str, A
             archive.writestr("program.pt", program)
         if stored is not None:
             archive.writestr(CHECK_INPUTS_MEMBER, stored.getvalue())
+        if onnx_program is not None:
+            archive.writestr(ONNX_MEMBER, onnx_program)
     return buffer.getvalue()
 
 
@@ -131,7 +148,10 @@ def load_archive(path: Path, base_model: nn.Module | None = None) -> nn.Module:
             extra = {META_NAME: ""}
             program = torch.jit.load(io.BytesIO(archive.read("program.pt")), map_location="cpu",
                                      _extra_files=extra)
-            return LoadedProgram("torchscript", program, manifest.get("input_keys"), manifest).eval()
+            loaded = LoadedProgram("torchscript", program, manifest.get("input_keys"), manifest)
+            if manifest["files"].get("onnx"):
+                loaded.onnx_bytes = archive.read(manifest["files"]["onnx"])
+            return loaded.eval()
         state = torch.load(io.BytesIO(archive.read("weights.pt")), map_location="cpu", weights_only=True)
     try:
         model = _arch.rebuild(base_model, manifest["architecture"])

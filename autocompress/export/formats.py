@@ -64,6 +64,7 @@ class LoadedProgram(nn.Module):
     def __init__(self, fmt: str, program: Any, input_keys: list[str] | None, meta: dict[str, Any]) -> None:
         super().__init__()
         self.format, self.input_keys, self.meta = fmt, input_keys, meta
+        self.onnx_bytes: bytes | None = None  # an archive's ONNX program of the same model, where it stores one
         if isinstance(program, nn.Module):
             self.program = program
         else:
@@ -188,6 +189,8 @@ def _float_twin(model: nn.Module) -> nn.Module:
 
 
 def write_onnx(model: nn.Module, example_input: ModelInput, meta: dict[str, Any], **_: Any) -> bytes:
+    if isinstance(model, LoadedProgram) and model.onnx_bytes:
+        return model.onnx_bytes  # made when the archive was written, from the module (see archive.write_archive)
     if model_kind(model) == "dynamic" and not isinstance(model, LoadedProgram):
         # torch.ao's dynamic int8 ops have no ONNX operators: export the float twin (weights already on the int8
         # grid) and let ONNX Runtime's own dynamic quantization make the int8 graph (MatMulInteger).
