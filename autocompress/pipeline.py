@@ -197,16 +197,17 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
         distil_info = result.to_dict()
     lap("distill")
 
+    if plan.embeddings.int8:
+        # Weight-only int8 rows: after training (the int8 table has no parameters), and before the int8 linears,
+        # so that the quantization record's float architecture holds them and an archive rebuilds them.
+        quantized_rows = apply_embeddings(student.cpu(), EmbeddingConfig(int8=True))
+        student = quantized_rows.model
+        embedding_info["int8"] = quantized_rows.int8.to_dict() if quantized_rows.int8 else None
     if mode == "qat":
         student = convert(student, calibration_loader=task.train_loader(shuffle=False), progress=progress)
     elif mode in ("static", "dynamic"):
         student = quantize(student.cpu(), plan.quantization, task.train_loader(shuffle=False),
                            task.example_input, progress=progress).model
-    if plan.embeddings.int8:
-        # Weight-only int8 rows: after training (the int8 table has no parameters), beside int8 linears.
-        quantized_rows = apply_embeddings(student.cpu(), EmbeddingConfig(int8=True))
-        student = quantized_rows.model
-        embedding_info["int8"] = quantized_rows.int8.to_dict() if quantized_rows.int8 else None
     lap("quantize")
 
     threads = threads or original.threads

@@ -121,3 +121,18 @@ def test_the_study_searches_embedding_storage_and_head_ratios_and_its_seed_maps_
         params = trial_params_from_plan(plan, space)
         assert plan_from_trial(optuna.trial.FixedTrial(params), space) == canonical_plan(plan)
     assert any(not n.embeddings.trim_vocabulary for n in neighbours(selection.plan))
+
+
+def test_a_trimmed_int8_embedding_dynamic_int8_result_reloads_from_its_archive(tmp_path):
+    from autocompress.export import export_model, load
+
+    task = _task()
+    plan = Plan(pruning=PruningConfig(ratio=0.0), distillation=DistillationConfig(max_epochs=0),
+                quantization=quantization_config("dynamic", backend="x86"),
+                embeddings=EmbeddingConfig(trim_vocabulary=True, int8=True))
+    model = run_plan(task, plan, progress=False, threads=1).model
+    path = export_model(model, "autocompress", tmp_path / "m.acz", task.example_input,
+                        check_inputs=task.eval_loader(), base_model=task.model).path
+    x = {"input_ids": task.eval_data.ids, "attention_mask": task.eval_data.mask}
+    with torch.no_grad():
+        assert torch.equal(load(path, base_model=task.model)(**x).logits, model(**x).logits)
