@@ -32,6 +32,7 @@ TRIM_MIN_GAIN = 1.05  # a trim that saves less than 5% of the model's bytes is n
 INT8_ROW_SCALE_BYTES = 4  # one float32 scale per int8 embedding row
 REMAP_BYTES = 4  # the trimmed embedding's int32 id remap, per original id
 EMBEDDING_INT8_MIN_BYTES = 1024  # smaller tables are left float (the embeddings package's rule)
+FINETUNE_LR = 5e-5  # the usual learning rate for fine-tuning a pretrained encoder (1e-3 would erase it)
 
 
 @dataclass(frozen=True)
@@ -241,12 +242,12 @@ def select_transformer(profile: Profile, requirements: Requirements, model: nn.M
     reasons.append(reason)
     epochs = BUDGET_EPOCHS[requirements.budget]
     reasons.append(Reason("distillation.stop", "threshold", f"up to {epochs} epochs, stopping as soon as the "
-                          "metric is back within half the allowed drop: on a real encoder an epoch is the cost "
-                          "that matters"))
+                          "metric is back within half the allowed drop (on a real encoder an epoch is the cost "
+                          f"that matters), at learning rate {FINETUNE_LR:g}, as pretrained encoders are fine-tuned"))
     plan = Plan(
         pruning=pruning,
         distillation=DistillationConfig(technique=technique_from_name(distil_name), stop="threshold",
-                                        max_epochs=epochs, patience=3),
+                                        max_epochs=epochs, patience=3, lr=FINETUNE_LR),
         quantization=quantization_config("dynamic", backend="x86"),
         embeddings=EmbeddingConfig(trim_vocabulary=trim, int8=int8_embeddings),  # ids: the task's
     )

@@ -117,6 +117,7 @@ def test_the_study_searches_embedding_storage_and_head_ratios_and_its_seed_maps_
     space = SearchSpace.for_model(profile, requirements, vocabulary=True)
     assert space.embeddings == ("float", "int8", "trim", "trim+int8") and "heads_mlp" in space.strategies
     assert space.stop == "threshold" and SearchSpace.from_dict(space.to_dict()) == space
+    assert space.lr_range == (1e-5, 3e-4) and selection.plan.distillation.lr == 5e-5
     for plan in [selection.plan, *neighbours(selection.plan)]:
         params = trial_params_from_plan(plan, space)
         assert plan_from_trial(optuna.trial.FixedTrial(params), space) == canonical_plan(plan)

@@ -183,6 +183,8 @@ class _Runner:
         # and their CPU int8 is dynamic; the embedding steps are baselines of their own.
         transformer = transformer_route.applies(original, requirements)
         technique = "group_norm" if transformer else "magnitude"
+        if transformer:
+            training["lr"] = transformer_route.FINETUNE_LR  # 1e-3 would erase a pretrained encoder
         # The Torch-Pruning recipe: global pruning to the target (in the pruning objective: parameters for size,
         # MACs otherwise), plain fine-tuning; the best of the target, half and a quarter of it.
         recipe: list[Row] = []

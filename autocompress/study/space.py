@@ -21,6 +21,7 @@ LEGACY_DISTILLATION_TECHNIQUES = ("finetune", "hard", "soft", "combined")
 RATIO_RANGE = (0.0, 0.95)
 STEPS_RANGE = (1, 3)
 LR_RANGE = (1e-4, 3e-3)
+TRANSFORMER_LR_RANGE = (1e-5, 3e-4)  # fine-tuning a pretrained transformer: above ~3e-4 it forgets what it knew
 ALPHA_RANGE = (0.1, 0.9)
 TEMPERATURE_RANGE = (1.0, 8.0)
 ROUND_TO_CHOICES = (0, 16)  # 0: free widths
@@ -42,6 +43,7 @@ class SearchSpace:
     stop: str = "epochs"
     distillation: tuple[str, ...] = DISTILLATION_TECHNIQUES
     embeddings: tuple[str, ...] = ()  # searched embedding storage (EMBEDDING_CHOICES); empty: float, not searched
+    lr_range: tuple[float, float] = LR_RANGE
 
     @classmethod
     def for_model(cls, profile: Any, requirements: Any, vocabulary: bool = False) -> SearchSpace:
@@ -67,13 +69,14 @@ class SearchSpace:
         return cls(techniques=techniques, strategies=strategies, quantization=quantization,
                    max_epochs=BUDGET_EPOCHS[requirements.budget],
                    backend="gpu" if requirements.backend == "gpu" else "x86",
-                   stop="threshold" if route else "epochs", embeddings=embeddings)
+                   stop="threshold" if route else "epochs", embeddings=embeddings,
+                   lr_range=TRANSFORMER_LR_RANGE if route else LR_RANGE)
 
     def to_dict(self) -> dict[str, Any]:
         return {"techniques": list(self.techniques), "strategies": list(self.strategies),
                 "quantization": list(self.quantization), "max_epochs": self.max_epochs, "backend": self.backend,
                 "patience": self.patience, "stop": self.stop, "distillation": list(self.distillation),
-                "embeddings": list(self.embeddings)}
+                "embeddings": list(self.embeddings), "lr_range": list(self.lr_range)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
@@ -81,7 +84,8 @@ class SearchSpace:
                    quantization=tuple(data["quantization"]), max_epochs=int(data["max_epochs"]),
                    backend=data["backend"], patience=data.get("patience", 3), stop=data.get("stop", "epochs"),
                    distillation=tuple(data.get("distillation", LEGACY_DISTILLATION_TECHNIQUES)),
-                   embeddings=tuple(data.get("embeddings", ())))
+                   embeddings=tuple(data.get("embeddings", ())),
+                   lr_range=tuple(data.get("lr_range", LR_RANGE)))  # type: ignore[arg-type]
 
 
 def plan_from_trial(trial: Any, space: SearchSpace) -> Any:
@@ -113,7 +117,7 @@ def plan_from_trial(trial: Any, space: SearchSpace) -> Any:
         options["temperature"] = trial.suggest_float("distillation.temperature", *TEMPERATURE_RANGE, step=0.25)
     if distil == "combined":
         options["alpha"] = trial.suggest_float("distillation.alpha", *ALPHA_RANGE, step=0.05)
-    lr = trial.suggest_float("distillation.lr", *LR_RANGE, log=True)
+    lr = trial.suggest_float("distillation.lr", *space.lr_range, log=True)
     return Plan(
         pruning=PruningConfig(technique=technique, strategy=strategy, ratio=ratio, steps=steps, round_to=round_to,
                               head_ratio=head_ratio),
@@ -188,7 +192,7 @@ def _check_in_space(params: dict[str, Any], plan: Any, space: SearchSpace) -> No
         problems.append(f"distillation {params['distillation.technique']}")
     if not RATIO_RANGE[0] <= p.ratio <= RATIO_RANGE[1] or not STEPS_RANGE[0] <= p.steps <= STEPS_RANGE[1]:
         problems.append(f"ratio {p.ratio} / steps {p.steps}")
-    if not LR_RANGE[0] <= d.lr <= LR_RANGE[1]:
+    if not space.lr_range[0] <= d.lr <= space.lr_range[1]:
         problems.append(f"lr {d.lr}")
     if p.round_to not in (None, *[r for r in ROUND_TO_CHOICES if r]):
         problems.append(f"round_to {p.round_to}")
