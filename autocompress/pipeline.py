@@ -270,7 +270,8 @@ def run(task: Task, plan: Plan, requirements: Requirements, *, original: Profile
 
     Each adjustment is made in pruning-fold space (params for size, MACs otherwise) and turned into a ratio
     by the target solver. Over the threshold: go halfway (geometrically) back to the last fold that held it,
-    or to no pruning; once that step is small, switch to a milder quantization mode. Under the threshold but
+    or to no pruning; once that step is small, keep the whole vocabulary (if it was trimmed), then switch to a
+    milder quantization mode. Under the threshold but
     short of the target: prune harder by the measured shortfall, never past a fold that broke the threshold.
     Returns the attempt with the largest reduction that holds the threshold; if none does, the original
     model, measured, with a note.
@@ -319,6 +320,11 @@ def run(task: Task, plan: Plan, requirements: Requirements, *, original: Profile
             proposed = math.sqrt(held_fold * fold)
             if fold / proposed >= 1.03:
                 current = _with_pruning_fold(task, current, objective, proposed, progress)
+                continue
+            if current.embeddings.trim_vocabulary:
+                # Trimming costs the ids the training data never shows: keep the whole vocabulary before
+                # giving up int8.
+                current = current.replace(embeddings=current.embeddings.replace(trim_vocabulary=False))
                 continue
             milder = MILDER_QUANTIZATION.get(current.quantization_mode)
             if milder is None:

@@ -137,3 +137,27 @@ def test_a_trimmed_int8_embedding_dynamic_int8_result_reloads_from_its_archive(t
     x = {"input_ids": task.eval_data.ids, "attention_mask": task.eval_data.mask}
     with torch.no_grad():
         assert torch.equal(load(path, base_model=task.model)(**x).logits, model(**x).logits)
+
+
+def test_over_the_threshold_the_pipeline_keeps_the_whole_vocabulary_before_giving_up_int8(monkeypatch):
+    from autocompress import pipeline
+
+    task = _task()
+    profile = profile_task(task, device="cpu", threads=1)
+    tried = []
+
+    def fake_run_plan(task, plan, original, **kwargs):
+        tried.append(plan)
+        broken = plan.embeddings.trim_vocabulary  # trimming loses too much here; the rest holds
+        return pipeline.PipelineResult(model=task.model, plan=plan, original=original, compressed=original,
+                                       metric_drop=5.0 if broken else 0.0,
+                                       reduction={k: 2.0 for k in pipeline.REDUCTION_KEYS}, feasible=not broken,
+                                       target_met=not broken)
+
+    monkeypatch.setattr(pipeline, "run_plan", fake_run_plan)
+    plan = Plan(pruning=PruningConfig(ratio=0.0), quantization=quantization_config("dynamic", backend="x86"),
+                embeddings=EmbeddingConfig(trim_vocabulary=True, int8=True))
+    result = pipeline.run(task, plan, Requirements(objective="size", max_drop=1, target=2), original=profile,
+                          progress=False)
+    assert [p.embeddings.trim_vocabulary for p in tried] == [True, False]
+    assert result.plan.quantization_mode == "dynamic" and result.plan.embeddings.int8 and result.feasible
