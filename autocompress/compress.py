@@ -5,7 +5,8 @@ plan's model can hold), profiles the model, picks the rule plan, runs it under t
 back-off, see :func:`autocompress.pipeline.run`), and writes the ``autocompress`` archive, the report and the
 other formats asked for. The archive and the report are written first: a format that fails afterwards does not
 cost the run's result. When back-off moved the model to a quantization mode that a requested format cannot
-hold, that format is skipped and :attr:`CompressOutcome.skipped` says why.
+hold, or the format's file fails its reload check, that format is skipped and :attr:`CompressOutcome.skipped`
+says why.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, ExportError
 from . import pipeline
 from .pipeline import MAX_ATTEMPTS, PipelineResult, check_attempts
 from .requirements import Requirements
@@ -108,10 +109,19 @@ def compress(task: Task, requirements: Requirements, out: str | Path, *, formats
             skipped[fmt] = (f"back-off moved the model from {selection.plan.quantization_mode} to {final_mode} "
                             f"quantization, which {fmt} cannot hold (formats that can: {', '.join(can_hold)})")
         else:
-            exported = export_model(result.model, fmt, out / f"model.{SUFFIXES[fmt]}", task.example_input,
-                                    check_inputs=task.eval_loader(), plan=result.plan.to_dict(),
-                                    base_model=task.model, overwrite=overwrite)
-            exports[fmt] = {"path": str(exported.path), "check": exported.check_metric,
-                            "value": exported.check_value}
+            try:
+                exported = export_model(result.model, fmt, out / f"model.{SUFFIXES[fmt]}", task.example_input,
+                                        check_inputs=task.eval_loader(), plan=result.plan.to_dict(),
+                                        base_model=task.model, overwrite=overwrite)
+            except ExportError as exc:
+                if fmt == "autocompress":
+                    raise  # the archive is the run's result: without it nothing was delivered
+                # After the work, a format that fails its reload check is skipped with the reason (exit 3), and
+                # what was written stays: a bad-input error (exit 2) would say the run never happened.
+                skipped[fmt] = str(exc)
+                say(f"skipped --format {fmt}: {exc}")
+            else:
+                exports[fmt] = {"path": str(exported.path), "check": exported.check_metric,
+                                "value": exported.check_value}
         write_report(out, report, title)  # after each format: a later format's failure keeps what was written
     return CompressOutcome(result=result, report=report, out=out, exports=exports, skipped=skipped)

@@ -287,3 +287,31 @@ def test_a_slow_down_while_only_the_original_was_measured_does_not_change_the_ra
     for latency, energy in ratios:
         # The same model on both sides: 1x, within the noise of a shared machine (never the injected 20x).
         assert 0.5 < latency < 2.0 and 0.5 < energy < 2.0
+
+
+def test_a_format_that_fails_its_reload_check_after_the_work_is_skipped_not_a_bad_input(tmp_path, monkeypatch,
+                                                                                         digits):
+    from autocompress import compress as compress_module
+    from autocompress.errors import ExportError
+    from autocompress.export import export_model
+
+    task, profile = digits
+
+    def run_once(task, plan, requirements, **kwargs):
+        return pipeline.PipelineResult(model=task.model, plan=plan, original=profile, compressed=profile,
+                                       metric_drop=0.0, reduction={k: 1.0 for k in pipeline.REDUCTION_KEYS},
+                                       feasible=True, target_met=True)
+
+    def flaky_export(model, fmt, path, *args, **kwargs):
+        if fmt == "onnx":
+            raise ExportError("the reloaded onnx export gives top1_agreement=0.89", ">= 0.99", "try another format")
+        return export_model(model, fmt, path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run", run_once)
+    monkeypatch.setattr("autocompress.export.export_model", flaky_export)
+    outcome = compress_module.compress(task, Requirements(objective="size", target=2), tmp_path / "run",
+                                       formats=["onnx", "torchscript"])
+    assert "top1_agreement=0.89" in outcome.skipped["onnx"] and not outcome.complete
+    assert set(outcome.exports) == {"autocompress", "torchscript"}
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert "onnx" in report["skipped_formats"] and not (tmp_path / "run" / "model.onnx").exists()
