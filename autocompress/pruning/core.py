@@ -189,7 +189,8 @@ def _global_cap(pruner: Any, config: PruningConfig, selected: list[Group], initi
 
 def _check_prunable(model: nn.Module, config: PruningConfig, strategy: Strategy, analysis: Analysis,
                     selected: list[Group]) -> None:
-    if not selected:
+    heads = "attention" in strategy.kinds and any(not a.heads_fixed or not a.rotary for a in analysis.attention)
+    if not selected and not heads:
         kinds = sorted({g.kind for g in analysis.groups} & {"conv", "linear", "attention"})
         fix = f"use strategy {' or '.join(repr(k) for k in kinds)} or 'global'" if kinds else \
             "this model has no layer whose channels can be removed without changing its inputs or outputs"

@@ -142,7 +142,9 @@ def analyse(model: nn.Module, DG: Any, attention: list[Attention]) -> Analysis:
     untraced = [n for n, m in model.named_modules()
                 if isinstance(m, roots_of) and m not in DG.module2node and id(m) not in inside]
     prunable = [a for a in traced if not a.kept_whole]
-    tied = bool(widths) and not getattr(hf, "head_dim", None)
+    # Rotary embeddings fix the head width, so the hidden width goes free (the config then records head_dim;
+    # whether it builds the same model is checked in .transformers.patch_hf_config).
+    tied = bool(widths) and not getattr(hf, "head_dim", None) and not any(a.rotary for a in prunable)
     blocked = [f"{a.name} ({a.kept_whole})" for a in traced if a.kept_whole]
     return Analysis(groups, mha_groups, prunable, hidden_roots, untraced, field_roots, tied, blocked)
 

@@ -111,7 +111,7 @@ def guarded(what: str) -> Iterator[None]:
                 "raise AUTOCOMPRESS_GRAPH_MEMORY_MB, use a smaller example input, or report this model")
 
     previous = signal.signal(signal.SIGALRM, check)
-    signal.setitimer(signal.ITIMER_REAL, 0.25, 0.25)
+    signal.setitimer(signal.ITIMER_REAL, 0.001, 0.25)  # a first look at once, then four times a second
     try:
         yield
     finally:

@@ -106,7 +106,7 @@ def patch_hf_config(model: nn.Module, field_roots: dict[str, list[nn.Module]]) -
     }
     if isinstance(getattr(config, "num_key_value_heads", None), int):
         values["num_key_value_heads"] = {a.kv_heads for a in attention}
-    if isinstance(getattr(config, "head_dim", None), int):
+    if isinstance(getattr(config, "head_dim", None), int) or any(a.rotary for a in attention):
         values["head_dim"] = {a.head_dim for a in attention}
     for field, roots in field_roots.items():
         outs = {w for r in roots for w in (getattr(r, "out_features", None), getattr(r, "out_channels", None))
