@@ -174,12 +174,15 @@ def test_save_pretrained_rebuilds_the_pruned_model(family, tmp_path):
     assert torch.allclose(logits(reloaded, x), logits(pruned, x), atol=1e-6)
 
 
-def test_electra_warns_when_its_config_cannot_describe_the_pruned_model():
+@pytest.mark.parametrize("family, culprit", [("electra", "embeddings_project"),
+                                             pytest.param("gemma", "embed_scale", marks=pytest.mark.slow)])
+def test_warns_when_the_config_cannot_describe_the_pruned_model(family, culprit):
     from autocompress.pruning import PruningConfig, PruningWarning, prune
 
-    model, x = build("electra")
-    # Pruned to the embedding width, ELECTRA's config would drop the embedding projection: say so.
-    with pytest.warns(PruningWarning, match="embeddings_project"):
+    model, x = build(family)
+    # ELECTRA pruned to its embedding width: its config would drop the embedding projection. Gemma: the config
+    # would scale embeddings by sqrt(pruned hidden size), the pruned model by sqrt(original). Say so.
+    with pytest.warns(PruningWarning, match=culprit):
         prune(model, x, PruningConfig(ratio=0.5), progress=False)
 
 

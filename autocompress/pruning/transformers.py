@@ -141,6 +141,15 @@ def _config_mismatch(model: nn.Module, config: Any) -> str:
     for key in sorted(set(expected) | set(got)):
         if expected.get(key) != got.get(key):
             return f"{key}: pruned {expected.get(key)}, the config builds {got.get(key)}"
+    # Scales a module computes from the config at construction (Gemma's embedding scale, sqrt(hidden size));
+    # integer attributes are widths the shapes above already compare (some are stale copies forward never reads).
+    built_modules = dict(built.named_modules())
+    for name, module in model.named_modules():
+        other = built_modules.get(name)
+        for attr, value in vars(module).items():
+            if isinstance(value, float) and not attr.startswith("_") \
+                    and other is not None and getattr(other, attr, value) != value:
+                return f"{name}.{attr}: pruned {value}, the config builds {getattr(other, attr)}"
     return ""
 
 
