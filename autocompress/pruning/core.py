@@ -30,10 +30,12 @@ from ..progress import progress_bar
 from .config import PruneResult, PruningConfig, Strategy, strategy_named
 from . import heads
 from .errors import PruningError, PruningWarning
+from .attention import customized_pruners, find_attention, opaque
 from .graph import (Analysis, Group, LayerFloor, analyse, channel_groups, heads_to_remove, is_batchnorm,
                     prune_heads, root_types, touches_output)
+from .guard import guarded
 from .importance import IMPORTANCE, BNScaleImportanceConfig, Importance
-from .transformers import hf_bert_config, initial_heads, patch
+from .transformers import hf_width_config, initial_heads, patch
 
 # A note that explains a choice rather than a loss: kept in the result's notes, not raised as a warning.
 UNIFORM_NOTE = "Hugging Face model: layers pruned uniformly (its config holds one width per layer kind)"
@@ -94,32 +96,52 @@ class _Frozen:
 
 def _prune_step(model: nn.Module, x: ModelInput, config: PruningConfig, importance: Importance,
                 channel_ratio: float, heads_now: dict[int, int], initial: dict[int, int],
-                first: bool, skip: frozenset[str] = frozenset()) -> list[str]:
-    """One pruning step on ``model`` in place: channels via a Torch-Pruning pruner, heads by head blocks."""
+                first: bool, skip: frozenset[str] = frozenset(), target: float = 0.0,
+                inner_at_start: dict[int, int] | None = None) -> list[str]:
+    """One pruning step on ``model`` in place: channels via a Torch-Pruning pruner, heads by head blocks.
+
+    ``target`` is the fraction of channels removed once this step is done (the head widths follow it).
+    """
     import torch_pruning as tp
 
     strategy = strategy_named(config.strategy)
-    is_hf = hf_bert_config(model) is not None
+    is_hf = hf_width_config(model) is not None
     global_ranking = strategy.global_ranking and not is_hf  # an HF config holds one width per layer kind
     scorer = LayerFloor(importance, config.max_layer_ratio, initial) if global_ranking else importance
-    with _quiet_tracing():
-        pruner = tp.pruner.BasePruner(
-            model, x, importance=scorer, global_pruning=global_ranking, pruning_ratio=channel_ratio,
-            ignored_layers=[], round_to=config.round_to, root_module_types=list(root_types()),
-            forward_fn=call_model, output_transform=_tensors)
-    DG = pruner.DG
-    analysis = analyse(model, DG)
+    attention = find_attention(model)
+    with _quiet_tracing(), guarded(type(model).__name__):
+        try:
+            with opaque(attention):  # each attention is one node of the graph (see .attention)
+                pruner = tp.pruner.BasePruner(
+                    model, x, importance=scorer, global_pruning=global_ranking, pruning_ratio=channel_ratio,
+                    ignored_layers=[], round_to=config.round_to, root_module_types=list(root_types()),
+                    forward_fn=call_model, output_transform=_tensors,
+                    customized_pruners=customized_pruners(attention))
+        except ZeroDivisionError as exc:  # Torch-Pruning's reshape index mapping met a width it inferred as 0
+            raise PruningError(
+                f"Torch-Pruning cannot map channels through a reshape in {type(model).__name__} "
+                f"({describe_error(exc)}): a view that regroups channels, such as ShuffleNet's channel_shuffle",
+                "a model whose reshapes keep channels in place", "no strategy can prune this model "
+                "structurally; compress it with quantization or distillation instead") from exc
+        DG = pruner.DG
+        analysis = analyse(model, DG, attention)
     notes: list[str] = []
     selected = [g for g in analysis.groups if g.kind in strategy.kinds]
     if first:
         _check_prunable(model, config, strategy, analysis, selected)
+        if analysis.blocked:
+            notes.append(f"kept whole: {'; '.join(analysis.blocked)}")
         if analysis.untraced:
             notes.append(f"left unpruned, not reached by the dependency graph: {', '.join(analysis.untraced)}")
         if is_hf and strategy.global_ranking:
             notes.append(UNIFORM_NOTE)
         fixed = [n for g in analysis.groups if g.kind == "fixed" for n in g.names]
-        if fixed:
-            notes.append(f"kept (width not expressible in the Hugging Face config): {', '.join(fixed)}")
+        unexpressible = [n for n in fixed if "(tied to " not in n]
+        if unexpressible:
+            notes.append(f"kept (width not expressible in the Hugging Face config): {', '.join(unexpressible)}")
+        if len(unexpressible) < len(fixed):
+            notes.append(f"kept (width tied to an attention kept whole): "
+                         f"{', '.join(n for n in fixed if '(tied to ' in n)}")
         if isinstance(config.technique, BNScaleImportanceConfig):
             no_bn = [n for g in selected if not g.has_bn and g.kind in ("conv", "linear") for n in g.names]
             if no_bn:
@@ -139,10 +161,11 @@ def _prune_step(model: nn.Module, x: ModelInput, config: PruningConfig, importan
             pruner.pruning_ratio = cap  # the pruner was built before the cap could be measured
             pruner.per_step_pruning_ratio = pruner.iterative_pruning_ratio_scheduler(cap, 1)
     if channel_ratio > 0 and any(g.kind in ("conv", "linear") for g in selected):
-        pruner.step()
+        with guarded(type(model).__name__):
+            pruner.step()
     if "attention" in strategy.kinds:
-        prune_heads(DG, importance, analysis, heads_now)
-    notes.extend(patch(model))
+        prune_heads(DG, importance, analysis, heads_now, {} if inner_at_start is None else inner_at_start, target)
+    notes.extend(patch(model, analysis.field_roots))
     return notes
 
 
@@ -167,10 +190,13 @@ def _global_cap(pruner: Any, config: PruningConfig, selected: list[Group], initi
 
 def _check_prunable(model: nn.Module, config: PruningConfig, strategy: Strategy, analysis: Analysis,
                     selected: list[Group]) -> None:
-    if not selected:
+    heads = "attention" in strategy.kinds and any(not a.heads_fixed or not a.rotary for a in analysis.attention)
+    if not selected and not heads:
         kinds = sorted({g.kind for g in analysis.groups} & {"conv", "linear", "attention"})
         fix = f"use strategy {' or '.join(repr(k) for k in kinds)} or 'global'" if kinds else \
             "this model has no layer whose channels can be removed without changing its inputs or outputs"
+        if analysis.blocked:
+            fix = f"{analysis.blocked[0]} is kept whole and blocks the widths around it; {fix}"
         raise PruningError(f"strategy {strategy.name!r} finds no prunable {strategy.name} layers in "
                            f"{type(model).__name__}", f"a model with such layers ({strategy.description})", fix)
     if isinstance(config.technique, BNScaleImportanceConfig) and not any(is_batchnorm(m) for m in model.modules()):
@@ -238,6 +264,7 @@ def _attempt(model: nn.Module, x: ModelInput, config: PruningConfig,
     notes: list[str] = []
     removed_heads: dict[int, int] = {k: 0 for k in heads_at_start}
     floors: dict[int, int] = {}
+    inner_at_start: dict[int, int] = {}
     with progress_bar(f"pruning ({config.strategy}, ratio {config.ratio:.2f})", total=config.steps,
                       enabled=progress and config.steps > 1) as bar:
         for step in range(1, config.steps + 1):
@@ -254,7 +281,7 @@ def _attempt(model: nn.Module, x: ModelInput, config: PruningConfig,
             try:
                 with torch.inference_mode(False), torch.enable_grad():
                     notes.extend(_prune_step(subject, x, config, importance, relative, heads_now, floors, step == 1,
-                                             skip))
+                                             skip, target, inner_at_start))
             except PRUNING_FAILURES as exc:  # Torch-Pruning met an operation it cannot follow
                 raise _Broken(PruningError(
                     f"pruning {type(model).__name__} with strategy {config.strategy!r} failed: "
@@ -298,10 +325,13 @@ def _unprunable_layers(model: nn.Module, x: ModelInput, reference: list[torch.Si
         module = dict(subject.named_modules())[name]
         out_fn = tp.prune_conv_out_channels if isinstance(module, tp.ops.TORCH_CONV) else \
             tp.prune_linear_out_channels
+        attention = find_attention(subject)
         try:
-            with _quiet_tracing(), torch.inference_mode(False), torch.enable_grad():
+            with _quiet_tracing(), torch.inference_mode(False), torch.enable_grad(), \
+                    guarded(type(model).__name__), opaque(attention):
                 graph = tp.DependencyGraph().build_dependency(subject, example_inputs=x, forward_fn=call_model,
-                                                             output_transform=_tensors, verbose=False)
+                                                             output_transform=_tensors, verbose=False,
+                                                             customized_pruners=customized_pruners(attention))
                 group = graph.get_pruning_group(module, out_fn, idxs=[0])
                 if touches_output(graph, group):
                     continue  # never pruned anyway

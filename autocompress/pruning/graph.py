@@ -11,14 +11,15 @@ can pick the kinds it prunes; groups that feed the model's output are never prun
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from .attention import Attention, prune_attention
 from .importance import Importance
-from .transformers import hf_bert_config, is_hf_self_attention
+from .transformers import config_widths, hf_width_config
 
 
 def root_types() -> tuple[type, ...]:
@@ -52,9 +53,12 @@ class Analysis:
 
     groups: list[Group]
     mha_groups: list[list[nn.MultiheadAttention]]  # each: the MultiheadAttention modules sharing one width
-    hf_attention: list[nn.Module]
+    attention: list[Attention]  # recognised attentions whose heads or head widths can be pruned
     hf_hidden_roots: list[nn.Module]  # one root layer per group tied to the HF hidden size
     untraced: list[str]
+    field_roots: dict[str, list[nn.Module]]  # HF config width field -> root layers of the groups it describes
+    tied_hidden: bool = False  # the HF config derives the head width from the hidden size
+    blocked: list[str] = field(default_factory=list)  # attentions kept whole, each with why
 
 
 def channel_groups(pruner: Any, group: Any) -> int:
@@ -87,19 +91,21 @@ def touches_output(DG: Any, group: Any) -> bool:
     return False
 
 
-def analyse(model: nn.Module, DG: Any) -> Analysis:
+def analyse(model: nn.Module, DG: Any, attention: list[Attention]) -> Analysis:
     """Classify every coupled channel group of the traced model by the kind of layer it prunes."""
     import torch_pruning as tp
 
     names = {m: n for n, m in model.named_modules()}
-    parents = {child: parent for parent in model.modules() for child in parent.children()}
-    hf_config = hf_bert_config(model)
-    hf_attention = [m for m in model.modules() if is_hf_self_attention(m) and m.query in DG.module2node]
-    qkv = {id(getattr(m, n)) for m in hf_attention for n in ("query", "key", "value")}
+    hf = hf_width_config(model)
+    widths = config_widths(hf) if hf is not None else {}
+    traced = [a for a in attention if a.module in DG.module2node]
+    whole = {id(a.module): a for a in traced if a.kept_whole}
+    leaves = {id(a.module) for a in traced}
     roots_of = root_types()
     groups: list[Group] = []
     mha_groups: list[list[nn.MultiheadAttention]] = []
     hidden_roots: list[nn.Module] = []
+    field_roots: dict[str, list[nn.Module]] = {}
     for group in DG.get_all_groups(ignored_layers=[], root_module_types=roots_of):
         out_modules = [dep.target.module for dep, _ in group
                        if isinstance(dep.target.module, nn.Module) and DG.is_out_channel_pruning_fn(dep.handler)]
@@ -108,15 +114,21 @@ def analyse(model: nn.Module, DG: Any) -> Analysis:
         roots = [m for m in dict.fromkeys(out_modules) if isinstance(m, roots_of)]
         mhas = [m for m in dict.fromkeys(out_modules) if isinstance(m, nn.MultiheadAttention)]
         width = len(group[0].idxs)
+        blocking = [whole[id(m)].name for m in out_modules + in_modules if id(m) in whole]
         if touches_output(DG, group):
             kind = "output"
         elif mhas:
             kind = "attention"  # torch MultiheadAttention ties its heads to the width it sits in
             mha_groups.append(mhas)
-        elif any(id(m) in qkv for m in out_modules):
-            kind = "attention"
-        elif hf_config is not None:
-            kind = _hf_kind(hf_config, width, roots, in_modules, qkv, parents)
+        elif blocking:
+            kind, roots = "fixed", roots or []
+            names.update({r: f"{names.get(r, '?')} (tied to {blocking[0]})" for r in roots})
+        elif widths:
+            touches_attention = any(id(m) in leaves for m in in_modules + out_modules)
+            field = _hf_field(widths, width, touches_attention)
+            kind = "fixed" if field is None else "hidden" if field == "hidden_size" else "linear"
+            if field is not None:
+                field_roots.setdefault(field, []).extend(roots[:1])
             if kind == "hidden":
                 hidden_roots.append(roots[0])
         elif any(isinstance(m, tp.ops.TORCH_CONV) for m in roots):
@@ -125,22 +137,26 @@ def analyse(model: nn.Module, DG: Any) -> Analysis:
             kind = "linear"
         has_bn = any(is_batchnorm(m) for m in out_modules)
         groups.append(Group(kind, roots, width, [names.get(m, "?") for m in roots], has_bn, group))
-    inside_mha = {id(m) for mha in model.modules() if isinstance(mha, nn.MultiheadAttention) for m in mha.modules()}
+    inside = {id(m) for mha in model.modules() if isinstance(mha, nn.MultiheadAttention) for m in mha.modules()}
+    inside |= {id(m) for a in traced for m in a.module.modules()}
     untraced = [n for n, m in model.named_modules()
-                if isinstance(m, roots_of) and m not in DG.module2node and id(m) not in inside_mha]
-    return Analysis(groups, mha_groups, hf_attention, hidden_roots, untraced)
+                if isinstance(m, roots_of) and m not in DG.module2node and id(m) not in inside]
+    prunable = [a for a in traced if not a.kept_whole]
+    # Rotary embeddings fix the head width, so the hidden width goes free (the config then records head_dim;
+    # whether it builds the same model is checked in .transformers.patch_hf_config).
+    tied = bool(widths) and not getattr(hf, "head_dim", None) and not any(a.rotary for a in prunable)
+    blocked = [f"{a.name} ({a.kept_whole})" for a in traced if a.kept_whole]
+    return Analysis(groups, mha_groups, prunable, hidden_roots, untraced, field_roots, tied, blocked)
 
 
-def _hf_kind(config: Any, width: int, roots: list[nn.Module], in_modules: list[nn.Module], qkv: set[int],
-             parents: dict[nn.Module, nn.Module]) -> str:
-    """A BERT-family group's kind, by the config width it is: hidden, intermediate (linear) or fixed."""
-    intermediate = any(type(parents.get(r)).__name__.endswith("Intermediate") for r in roots)
-    if any(id(m) in qkv for m in in_modules) or (width == config.hidden_size and not intermediate):
-        # The config derives the head size as hidden_size / heads, so the hidden width follows the heads.
-        return "hidden"
-    if width == config.intermediate_size:
-        return "linear"
-    return "fixed"  # a width the config cannot express: kept
+def _hf_field(widths: dict[str, int], width: int, touches_attention: bool) -> str | None:
+    """Which Hugging Face config field describes a group of ``width`` channels (None: no field, kept)."""
+    if touches_attention and width == widths.get("hidden_size"):
+        return "hidden_size"
+    for field, value in widths.items():
+        if value == width:
+            return field
+    return None
 
 
 def heads_to_remove(fraction: float, heads: int) -> int:
@@ -175,29 +191,27 @@ class LayerFloor:
         return imp
 
 
-def prune_heads(DG: Any, importance: Importance, analysis: Analysis, heads_now: dict[int, int]) -> None:
-    """Remove ``heads_now[id(attention)]`` whole heads from each attention, lowest importance first."""
-    import torch_pruning as tp
+def prune_heads(DG: Any, importance: Importance, analysis: Analysis, heads_now: dict[int, int],
+                inner_at_start: dict[int, int], target: float) -> None:
+    """Remove ``heads_now[id(attention)]`` whole heads from each attention, lowest magnitude first.
 
-    # Hugging Face BERT-family: heads live in q/k/v; the hidden width follows as heads x head size.
-    for sa in analysis.hf_attention:
-        remove = heads_now.get(id(sa), 0)
-        if remove <= 0:
-            continue
-        size = sa.attention_head_size
-        full = DG.get_pruning_group(sa.query, tp.prune_linear_out_channels, list(range(sa.query.out_features)))
-        scores = _scores(importance, full, sa.query.out_features)
-        heads = torch.argsort(scores.view(-1, size).mean(1))[:remove].tolist()
-        idxs = [i for h in sorted(heads) for i in range(h * size, (h + 1) * size)]
-        DG.get_pruning_group(sa.query, tp.prune_linear_out_channels, idxs).prune()
-        sa.num_attention_heads -= remove
-        sa.all_head_size = sa.query.out_features
-    if analysis.hf_attention and any(heads_now.values()):
-        widths = {sa.num_attention_heads * sa.attention_head_size for sa in analysis.hf_attention}
-        if len(widths) == 1:
-            width = widths.pop()
-            for root in analysis.hf_hidden_roots:
-                _prune_to_width(DG, importance, root, width)
+    Where the Hugging Face config derives the head width from the hidden size (BERT, ViT, ...), the hidden
+    width follows as heads x head width, and the head width shrinks too so the hidden width tracks ``target``
+    (the fraction of channels removed so far) between whole heads. Rotary embeddings fix the head width.
+    """
+    for a in analysis.attention:
+        keep_heads = a.heads - (0 if a.heads_fixed else heads_now.get(id(a.module), 0))
+        if a.kv_heads < a.heads:  # grouped-query attention: whole query heads per key/value group
+            keep_heads = a.kv_heads * max(1, round(keep_heads / a.kv_heads))
+        keep_heads = max(1, keep_heads)
+        keep_dim = a.head_dim
+        if analysis.tied_hidden and not a.rotary:
+            inner = inner_at_start.setdefault(id(a.module), a.heads * a.head_dim)
+            keep_dim = max(1, min(a.head_dim, int(inner * (1.0 - target) + 1e-6) // keep_heads))
+        if keep_heads < a.heads or keep_dim < a.head_dim:
+            prune_attention(a, keep_heads, keep_dim, DG)
+    if analysis.hf_hidden_roots and analysis.attention:
+        _prune_hidden(DG, importance, analysis, inner_at_start, target)
     # torch.nn.MultiheadAttention: its heads are blocks of the width it sits in, shared by every layer.
     for mhas in analysis.mha_groups:
         remove = heads_now.get(id(mhas[0]), 0)
@@ -216,6 +230,22 @@ def prune_heads(DG: Any, importance: Importance, analysis: Analysis, heads_now: 
         DG.get_pruning_group(mhas[0], fn, idxs).prune()
         for m in mhas:
             m.head_dim = m.embed_dim // m.num_heads
+
+
+def _prune_hidden(DG: Any, importance: Importance, analysis: Analysis, inner_at_start: dict[int, int],
+                  target: float) -> None:
+    """Prune the Hugging Face hidden width to what its config can say: heads x head width where the config
+    derives one from the other, else ``target`` of the original, a multiple of the head count."""
+    if analysis.tied_hidden:
+        widths = {a.heads * a.head_dim for a in analysis.attention}
+    else:
+        heads = max(a.heads for a in analysis.attention)
+        hidden = inner_at_start.setdefault(-1, DG.get_out_channels(analysis.hf_hidden_roots[0]))
+        widths = {max(heads, int(hidden * (1.0 - target) + 1e-6) // heads * heads)}
+    if len(widths) == 1:
+        width = widths.pop()
+        for root in analysis.hf_hidden_roots:
+            _prune_to_width(DG, importance, root, width)
 
 
 def _scores(importance: Importance, group: Any, width: int) -> torch.Tensor:

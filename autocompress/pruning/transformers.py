@@ -10,6 +10,7 @@ at when the caller already imported them.
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,30 +18,47 @@ from typing import Any
 from torch import nn
 
 from .._arch import hf_config
+from .attention import find_attention
 
 # What to do instead when a Hugging Face config cannot describe the pruned widths.
 _SAVE_INSTEAD = ("export_model(model, 'autocompress', ...) and load(path, base_model=original) can (the "
                  "archive records every width; see autocompress._arch.capture/rebuild)")
 
 
-def is_hf_self_attention(module: nn.Module) -> bool:
-    """Whether ``module`` is a BERT-family self-attention (BertSelfAttention, ViTSelfAttention, ...)."""
-    return all(isinstance(getattr(module, n, None), nn.Linear) for n in ("query", "key", "value")) and \
-        isinstance(getattr(module, "num_attention_heads", None), int) and \
-        isinstance(getattr(module, "attention_head_size", None), int)
+# The config fields that may hold the feed-forward width, by family (first one set wins).
+INTERMEDIATE_FIELDS = ("intermediate_size", "hidden_dim", "ffn_dim", "n_inner", "decoder_ffn_dim")
 
 
-def hf_bert_config(model: nn.Module) -> Any:
-    """The config of a BERT-family Hugging Face model, whose widths the config describes; else None."""
+# Config fields that equal the hidden size in a model without the projection they describe (OPT).
+TIED_TO_HIDDEN = ("word_embed_proj_dim",)
+
+
+def hf_width_config(model: nn.Module) -> Any:
+    """The Hugging Face config of ``model`` when it describes one hidden width (``hidden_size``); else None."""
     config = hf_config(model)
-    if config is None or not hasattr(config, "hidden_size") or not hasattr(config, "intermediate_size"):
+    if config is None or not isinstance(getattr(config, "hidden_size", None), int):
         return None
-    return config if any(is_hf_self_attention(m) for m in model.modules()) else None
+    # Swin-like models widen stage by stage: their hidden_size is one of several widths, not the width.
+    inputs = {a.layer("q").in_features for a in find_attention(model) if a.proj is not None}
+    return config if inputs <= {config.hidden_size} else None
+
+
+def config_widths(config: Any) -> dict[str, int]:
+    """The widths a Hugging Face config holds, by field: hidden, feed-forward and embedding size."""
+    widths = {"hidden_size": config.hidden_size}
+    for name in INTERMEDIATE_FIELDS:
+        if isinstance(getattr(config, name, None), int):
+            widths[name] = getattr(config, name)
+            break
+    if isinstance(getattr(config, "embedding_size", None), int) and config.embedding_size != config.hidden_size:
+        widths["embedding_size"] = config.embedding_size
+    return widths
 
 
 def initial_heads(model: nn.Module) -> dict[int, int]:
-    """The head count of every attention in ``model``, by ``id`` of the attention module."""
-    heads = {id(m): m.num_attention_heads for m in model.modules() if is_hf_self_attention(m)}
+    """The head count of every attention whose heads can be pruned, by ``id`` of the attention module."""
+    heads = {id(a.module): a.heads for a in find_attention(model)
+             if a.proj is not None and not a.kept_whole and not a.heads_fixed}
     heads.update({id(m): m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)})
     return heads
 
@@ -68,38 +86,78 @@ def _patch_torchvision_vit(model: nn.Module) -> list[str]:
     return []
 
 
-@_patcher
-def _patch_hf(model: nn.Module) -> list[str]:
-    attention = [m for m in model.modules() if is_hf_self_attention(m)]
-    for m in attention:
-        m.all_head_size = m.query.out_features
-        m.num_attention_heads = m.query.out_features // m.attention_head_size
-    if hf_config(model) is None:
-        return []
-    config = hf_bert_config(model)
+def patch_hf_config(model: nn.Module, field_roots: dict[str, list[nn.Module]]) -> list[str]:
+    """Write the pruned widths into the Hugging Face config; a note when it cannot describe them.
+
+    Whether it can is checked, not assumed: the model the patched config builds (on the meta device, so
+    nothing is allocated) must have every tensor of the pruned model, shape for shape.
+    """
+    config = hf_config(model)
     if config is None:
+        return []
+    inputs = {a.layer("q").in_features for a in find_attention(model) if a.proj is not None}
+    if not isinstance(getattr(config, "hidden_size", None), int) or len(inputs) > 1:
         return [f"the config of {type(model).__name__} does not describe pruned widths: save_pretrained/"
                 f"from_pretrained cannot rebuild this model; {_SAVE_INSTEAD}"]
-    heads = {m.num_attention_heads for m in attention}
-    hidden = {m.query.in_features for m in attention}
-    head_size = {m.attention_head_size for m in attention}
-    parents = {child: parent for parent in model.modules() for child in parent.children()}
-    intermediate = {m.out_features for m in model.modules() if isinstance(m, nn.Linear)
-                    and type(parents.get(m)).__name__.endswith("Intermediate")}
-    if len(heads) == len(hidden) == len(head_size) == 1 and len(intermediate) <= 1:
-        h, d, s = heads.pop(), hidden.pop(), head_size.pop()
-        if d // h == s:
-            config.num_attention_heads, config.hidden_size = h, d
-            if intermediate:
-                config.intermediate_size = intermediate.pop()
-            return []
-    return ["the pruned widths (different per layer, or hidden size != heads x head size) cannot be written "
-            f"in a Hugging Face config: save_pretrained/from_pretrained cannot rebuild this model; {_SAVE_INSTEAD}"]
+    attention = [a for a in find_attention(model) if a.proj is not None]
+    values: dict[str, set[int]] = {
+        "num_attention_heads": {a.heads for a in attention},
+        "hidden_size": {a.layer("q").in_features for a in attention},
+    }
+    if isinstance(getattr(config, "num_key_value_heads", None), int):
+        values["num_key_value_heads"] = {a.kv_heads for a in attention}
+    if isinstance(getattr(config, "head_dim", None), int) or any(a.rotary for a in attention):
+        values["head_dim"] = {a.head_dim for a in attention}
+    for field, roots in field_roots.items():
+        outs = {w for r in roots for w in (getattr(r, "out_features", None), getattr(r, "out_channels", None))
+                if isinstance(w, int)}
+        values.setdefault(field, set()).update(outs)
+    uneven = [f for f, v in values.items() if len(v) > 1]
+    if uneven:
+        return [f"the pruned widths differ between layers ({', '.join(uneven)}): a Hugging Face config holds one "
+                f"per kind, so save_pretrained/from_pretrained cannot rebuild this model; {_SAVE_INSTEAD}"]
+    old_hidden = config.hidden_size
+    for field, v in values.items():
+        if v:
+            setattr(config, field, v.pop())
+    for field in TIED_TO_HIDDEN:  # fields that equal the hidden size unless a projection sits between
+        if getattr(config, field, None) == old_hidden:
+            setattr(config, field, config.hidden_size)
+    mismatch = _config_mismatch(model, config)
+    if mismatch:
+        return [f"the Hugging Face config cannot describe the pruned {type(model).__name__} ({mismatch}): "
+                f"save_pretrained/from_pretrained cannot rebuild it; {_SAVE_INSTEAD}"]
+    return []
 
 
-def patch(model: nn.Module) -> list[str]:
-    """Bring the attributes forward() reads in line with the pruned layers; notes on what cannot be expressed."""
+def _config_mismatch(model: nn.Module, config: Any) -> str:
+    """The first tensor where the model ``config`` builds differs from ``model``; "" when none does."""
+    import torch
+
+    with torch.device("meta"):
+        built = type(model)(copy.deepcopy(config))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    for key in sorted(set(expected) | set(got)):
+        if expected.get(key) != got.get(key):
+            return f"{key}: pruned {expected.get(key)}, the config builds {got.get(key)}"
+    # Scales a module computes from the config at construction (Gemma's embedding scale, sqrt(hidden size));
+    # integer attributes are widths the shapes above already compare (some are stale copies forward never reads).
+    built_modules = dict(built.named_modules())
+    for name, module in model.named_modules():
+        other = built_modules.get(name)
+        for attr, value in vars(module).items():
+            if isinstance(value, float) and not attr.startswith("_") \
+                    and other is not None and getattr(other, attr, value) != value:
+                return f"{name}.{attr}: pruned {value}, the config builds {getattr(other, attr)}"
+    return ""
+
+
+def patch(model: nn.Module, field_roots: dict[str, list[nn.Module]] | None = None) -> list[str]:
+    """Bring the attributes forward() reads and the Hugging Face config in line with the pruned layers; notes
+    on what cannot be expressed. ``field_roots``: config width field -> root layers of the groups it sizes."""
     notes: list[str] = []
     for fn in _PATCHERS:
         notes.extend(fn(model))
+    notes.extend(patch_hf_config(model, field_roots or {}))
     return notes
