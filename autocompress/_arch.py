@@ -83,7 +83,8 @@ def capture(model: nn.Module) -> dict[str, Any]:
     return record
 
 
-HF_CONFIG_FIELDS = ("hidden_size", "num_attention_heads", "intermediate_size", "num_key_value_heads")
+HF_CONFIG_FIELDS = ("hidden_size", "num_attention_heads", "intermediate_size", "num_key_value_heads", "head_dim",
+                    "embedding_size", "word_embed_proj_dim", "hidden_dim", "ffn_dim", "n_inner")
 
 
 def hf_config(model: nn.Module) -> Any:

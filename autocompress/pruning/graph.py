@@ -125,10 +125,10 @@ def analyse(model: nn.Module, DG: Any, attention: list[Attention]) -> Analysis:
             names.update({r: f"{names.get(r, '?')} (tied to {blocking[0]})" for r in roots})
         elif widths:
             touches_attention = any(id(m) in leaves for m in in_modules + out_modules)
-            field = _hf_field(widths, width, touches_attention)
-            kind = "fixed" if field is None else "hidden" if field == "hidden_size" else "linear"
-            if field is not None:
-                field_roots.setdefault(field, []).extend(roots[:1])
+            config_field = _hf_field(widths, width, touches_attention)
+            kind = "fixed" if config_field is None else "hidden" if config_field == "hidden_size" else "linear"
+            if config_field is not None:
+                field_roots.setdefault(config_field, []).extend(roots[:1])
             if kind == "hidden":
                 hidden_roots.append(roots[0])
         elif any(isinstance(m, tp.ops.TORCH_CONV) for m in roots):
@@ -153,9 +153,9 @@ def _hf_field(widths: dict[str, int], width: int, touches_attention: bool) -> st
     """Which Hugging Face config field describes a group of ``width`` channels (None: no field, kept)."""
     if touches_attention and width == widths.get("hidden_size"):
         return "hidden_size"
-    for field, value in widths.items():
+    for name, value in widths.items():
         if value == width:
-            return field
+            return name
     return None
 
 

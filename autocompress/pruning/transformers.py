@@ -33,6 +33,14 @@ INTERMEDIATE_FIELDS = ("intermediate_size", "hidden_dim", "ffn_dim", "n_inner", 
 TIED_TO_HIDDEN = ("word_embed_proj_dim",)
 
 
+def is_hf_self_attention(module: nn.Module) -> bool:
+    """Whether ``module`` is a BERT-family self-attention (query/key/value Linears, integer head count and head
+    size), the shape :mod:`.heads` prunes by direct surgery."""
+    return all(isinstance(getattr(module, n, None), nn.Linear) for n in ("query", "key", "value")) and \
+        isinstance(getattr(module, "num_attention_heads", None), int) and \
+        isinstance(getattr(module, "attention_head_size", None), int)
+
+
 def hf_width_config(model: nn.Module) -> Any:
     """The Hugging Face config of ``model`` when it describes one hidden width (``hidden_size``); else None."""
     config = hf_config(model)
