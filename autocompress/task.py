@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,19 @@ class _TrimmingCollate:
 PADDING_CHECK_SAMPLES = 8
 
 
+@contextmanager
+def _evaluating(model: nn.Module) -> Iterator[tuple[nn.Module, torch.device]]:
+    """``model`` in eval mode without gradients, and the device it lives on; its training flag is restored."""
+    was_training = model.training
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model, device
+    finally:
+        model.train(was_training)
+
+
 def _trimming_is_exact(task: Task, collate: Callable[[list[Any]], Any]) -> bool:
     """Whether cutting a batch to its longest sequence leaves the model's outputs as they are (within 1e-4)."""
     example = task.example_input
@@ -140,18 +154,12 @@ def _trimming_is_exact(task: Task, collate: Callable[[list[Any]], Any]) -> bool:
     full, trimmed = batch[0], trim_padding(batch[0])
     if trimmed is full:
         return True  # nothing to cut in these samples; exact by construction
-    model = task.model
-    was_training = model.training
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    model.eval()
     try:
-        with torch.no_grad():
+        with _evaluating(task.model) as (model, device):
             a = logits_of(call_model(model, to_device(full, device))).float()
             b = logits_of(call_model(model, to_device(trimmed, device))).float()
     except Exception:  # noqa: BLE001 - a model that cannot take shorter sequences keeps its padded batches
         return False
-    finally:
-        model.train(was_training)
     return a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()) + 1e-6))
 
 
@@ -219,22 +227,15 @@ def validate_task(task: Any) -> Task:
             "a tensor or a dict of tensors with a batch dimension",
             "set example_input to one batch of model input, e.g. next(iter(eval_loader))[0][:1]",
         )
-    model = task.model
-    was_training = model.training
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    model.eval()
     try:
-        with torch.no_grad():
-            output = call_model(model, to_device(example, device))
-            logits = logits_of(output)
+        with _evaluating(task.model) as (model, device):
+            logits = logits_of(call_model(model, to_device(example, device)))
     except Exception as exc:  # the user's model may raise anything
         raise TaskValidationError(
             f"the model raised {type(exc).__name__} on example_input {describe(example)}: {exc}",
             "an example_input the model accepts",
             "give example_input the shape and dtype of one real input batch",
         ) from exc
-    finally:
-        model.train(was_training)
     if metric.classification:
         if logits.dim() < 2:
             raise TaskValidationError(

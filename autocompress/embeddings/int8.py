@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .modules import (
+    BytesSaved,
     EMBEDDING_TYPES,
     INT8_MAX,
     EmbeddingError,
@@ -74,9 +75,7 @@ class Int8EmbeddingResult:
     bytes_before: int
     bytes_after: int
 
-    @property
-    def bytes_saved(self) -> int:
-        return self.bytes_before - self.bytes_after
+    bytes_saved = BytesSaved.bytes_saved
 
     def to_dict(self) -> dict[str, Any]:
         return {"embeddings": list(self.names), "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,

@@ -106,6 +106,17 @@ class Int8Embedding(nn.Module):
 
 
 EMBEDDING_TYPES = (nn.Embedding, TrimmedEmbedding, Int8Embedding)
+
+
+class BytesSaved:
+    """What a step's result record says about bytes: ``bytes_before`` - ``bytes_after``."""
+
+    bytes_before: int
+    bytes_after: int
+
+    @property
+    def bytes_saved(self) -> int:
+        return self.bytes_before - self.bytes_after
 REMAPPED_TYPES = (TrimmedEmbedding, Int8Embedding)
 
 

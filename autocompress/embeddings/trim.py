@@ -19,6 +19,7 @@ from torch import nn
 
 from .modules import (
     REMAP_DTYPE,
+    BytesSaved,
     EmbeddingError,
     TrimmedEmbedding,
     refuse_tied,
@@ -38,6 +39,14 @@ def _ids_of(item: Any, key: str) -> torch.Tensor | None:
     return item if isinstance(item, torch.Tensor) else None
 
 
+def _ids_or_error(item: Any, key: str, what: str, fix: str) -> torch.Tensor:
+    ids = _ids_of(item, key)
+    if ids is None:
+        raise EmbeddingError(f"{what} of type {type(item).__name__} without an id tensor under {key!r}",
+                             "(input, target) pairs whose input dict holds token ids, or id tensors", fix)
+    return ids
+
+
 def _mask_of(item: Any) -> torch.Tensor | None:
     if isinstance(item, (tuple, list)) and item:
         item = item[0]
@@ -50,11 +59,8 @@ def collect_token_ids(data: Iterable[Any], key: str = "input_ids") -> set[int]:
     is a dict of tensors (``input[key]`` holds the ids), of input dicts, or of id tensors."""
     seen: set[int] = set()
     for item in data:
-        ids = _ids_of(item, key)
-        if ids is None:
-            raise EmbeddingError(f"a data item of type {type(item).__name__} without an id tensor under {key!r}",
-                                 "(input, target) pairs whose input dict holds token ids, or id tensors",
-                                 "pass the task's loader, or key=<the input name of the token ids>")
+        ids = _ids_or_error(item, key, "a data item",
+                            "pass the task's loader, or key=<the input name of the token ids>")
         if ids.is_floating_point():
             raise EmbeddingError(f"token ids of dtype {ids.dtype}", "an integer tensor of token ids",
                                  f"check that {key!r} holds token ids")
@@ -73,9 +79,7 @@ class TrimResult:
     bytes_before: int
     bytes_after: int
 
-    @property
-    def bytes_saved(self) -> int:
-        return self.bytes_before - self.bytes_after
+    bytes_saved = BytesSaved.bytes_saved
 
     def to_dict(self) -> dict[str, Any]:
         return {"embedding": self.embedding_name, "kept_ids": self.kept, "original_vocab": self.original_vocab,
@@ -170,11 +174,7 @@ def oov_rate(trimmed: TrimResult | nn.Module, eval_data: Iterable[Any], key: str
     remap = embedding.remap.cpu()
     tokens = oov_tokens = rows = oov_rows = 0
     for item in eval_data:
-        ids = _ids_of(item, key)
-        if ids is None:
-            raise EmbeddingError(f"an eval item of type {type(item).__name__} without ids under {key!r}",
-                                 "(input, target) pairs whose input dict holds token ids, or id tensors",
-                                 "pass the task's eval loader")
+        ids = _ids_or_error(item, key, "an eval item", "pass the task's eval loader")
         ids = ids.cpu().reshape(-1, ids.shape[-1]) if ids.dim() else ids.reshape(1, 1)
         mask = _mask_of(item)
         if mask is not None:
