@@ -122,6 +122,7 @@ def test_the_study_searches_embedding_storage_and_head_ratios_and_its_seed_maps_
         params = trial_params_from_plan(plan, space)
         assert plan_from_trial(optuna.trial.FixedTrial(params), space) == canonical_plan(plan)
     assert any(not n.embeddings.trim_vocabulary for n in neighbours(selection.plan))
+    assert space.stops == ("threshold", "epochs") and neighbours(selection.plan)[0].distillation.stop == "epochs"
 
 
 def test_a_trimmed_int8_embedding_dynamic_int8_result_reloads_from_its_archive(tmp_path):

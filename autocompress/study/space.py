@@ -44,6 +44,7 @@ class SearchSpace:
     distillation: tuple[str, ...] = DISTILLATION_TECHNIQUES
     embeddings: tuple[str, ...] = ()  # searched embedding storage (EMBEDDING_CHOICES); empty: float, not searched
     lr_range: tuple[float, float] = LR_RANGE
+    stops: tuple[str, ...] = ()  # searched stop modes (``distillation.stop``); empty: always ``stop``
 
     @classmethod
     def for_model(cls, profile: Any, requirements: Any, vocabulary: bool = False) -> SearchSpace:
@@ -70,13 +71,16 @@ class SearchSpace:
                    max_epochs=BUDGET_EPOCHS[requirements.budget],
                    backend="gpu" if requirements.backend == "gpu" else "x86",
                    stop="threshold" if route else "epochs", embeddings=embeddings,
-                   lr_range=TRANSFORMER_LR_RANGE if route else LR_RANGE)
+                   lr_range=TRANSFORMER_LR_RANGE if route else LR_RANGE,
+                   # A pretrained encoder stops at the threshold to save epochs; trained to the end (with early
+                   # stopping) it can also end better than the original, which only the search can weigh.
+                   stops=("threshold", "epochs") if route else ())
 
     def to_dict(self) -> dict[str, Any]:
         return {"techniques": list(self.techniques), "strategies": list(self.strategies),
                 "quantization": list(self.quantization), "max_epochs": self.max_epochs, "backend": self.backend,
                 "patience": self.patience, "stop": self.stop, "distillation": list(self.distillation),
-                "embeddings": list(self.embeddings), "lr_range": list(self.lr_range)}
+                "embeddings": list(self.embeddings), "lr_range": list(self.lr_range), "stops": list(self.stops)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
@@ -85,7 +89,8 @@ class SearchSpace:
                    backend=data["backend"], patience=data.get("patience", 3), stop=data.get("stop", "epochs"),
                    distillation=tuple(data.get("distillation", LEGACY_DISTILLATION_TECHNIQUES)),
                    embeddings=tuple(data.get("embeddings", ())),
-                   lr_range=tuple(data.get("lr_range", LR_RANGE)))  # type: ignore[arg-type]
+                   lr_range=tuple(data.get("lr_range", LR_RANGE)),  # type: ignore[arg-type]
+                   stops=tuple(data.get("stops", ())))
 
 
 def plan_from_trial(trial: Any, space: SearchSpace) -> Any:
@@ -118,10 +123,11 @@ def plan_from_trial(trial: Any, space: SearchSpace) -> Any:
     if distil == "combined":
         options["alpha"] = trial.suggest_float("distillation.alpha", *ALPHA_RANGE, step=0.05)
     lr = trial.suggest_float("distillation.lr", *space.lr_range, log=True)
+    stop = trial.suggest_categorical("distillation.stop", list(space.stops)) if space.stops else space.stop
     return Plan(
         pruning=PruningConfig(technique=technique, strategy=strategy, ratio=ratio, steps=steps, round_to=round_to,
                               head_ratio=head_ratio),
-        distillation=DistillationConfig(technique=technique_from_name(distil, **options), stop=space.stop,
+        distillation=DistillationConfig(technique=technique_from_name(distil, **options), stop=stop,
                                         max_epochs=space.max_epochs, patience=space.patience, lr=lr),
         quantization=quantization_config(mode, backend=space.backend),
         embeddings=embeddings,
@@ -174,6 +180,8 @@ def trial_params_from_plan(plan: Any, space: SearchSpace | None = None) -> dict[
     if name == "combined":
         params["distillation.alpha"] = float(d.technique.alpha)
     params["distillation.lr"] = float(d.lr)
+    if space is not None and space.stops:
+        params["distillation.stop"] = d.stop
     if space is not None:
         _check_in_space(params, plan, space)
     return params
@@ -196,7 +204,8 @@ def _check_in_space(params: dict[str, Any], plan: Any, space: SearchSpace) -> No
         problems.append(f"lr {d.lr}")
     if p.round_to not in (None, *[r for r in ROUND_TO_CHOICES if r]):
         problems.append(f"round_to {p.round_to}")
-    if d.max_epochs != space.max_epochs or d.stop != space.stop or d.patience != space.patience:
+    if d.max_epochs != space.max_epochs or d.stop not in (space.stops or (space.stop,)) or \
+            d.patience != space.patience:
         problems.append(f"epochs {d.max_epochs} / stop {d.stop} / patience {d.patience}")
     if "embeddings" in params and params["embeddings"] not in space.embeddings:
         problems.append(f"embeddings {params['embeddings']}")
@@ -212,7 +221,9 @@ def neighbours(plan: Any) -> list[Any]:
 
     The rule plan aims pruning at the target, so the threshold is what usually binds: the first neighbour keeps
     1.4× the channels, the second the same milder pruning recovered by combined distillation from the original
-    (T=4, α=0.5), the third prunes harder (0.8× the channels kept), the fourth keeps 2× the channels.
+    (T=4, α=0.5), the third prunes harder (0.8× the channels kept), the fourth keeps 2× the channels. A seed
+    that stops at the threshold (transformers) is first tried trained to the end, and a seed that trims the
+    vocabulary also without trimming.
     Steps are in the kept fraction (1 − ratio), where they mean the same at 50% and at 90% pruning.
     """
     from ..distillation import CombinedDistillation
@@ -228,10 +239,13 @@ def neighbours(plan: Any) -> list[Any]:
     distilled = None
     if milder is not None and plan.distillation.technique.KIND != CombinedDistillation.KIND:
         distilled = milder.replace(distillation=milder.distillation.replace(technique=CombinedDistillation()))
+    trained = None
+    if plan.distillation.stop == "threshold":  # the same plan trained to the end: it may beat the original
+        trained = plan.replace(distillation=plan.distillation.replace(stop="epochs"))
     untrimmed = None
     if plan.embeddings.trim_vocabulary:  # trimming costs the ids the training data never shows: try without it
         untrimmed = plan.replace(embeddings=plan.embeddings.replace(trim_vocabulary=False))
-    candidates = [milder, untrimmed, distilled, with_keep(0.8), with_keep(2.0)]
+    candidates = [trained, milder, untrimmed, distilled, with_keep(0.8), with_keep(2.0)]
     out: list[Any] = []
     for candidate in candidates:
         if candidate is not None and candidate not in out and candidate != plan:
