@@ -207,3 +207,30 @@ def test_attention_strategy_prunes_heads_of_q_proj_style_attention(family):
     pruned = prune(model, x, PruningConfig(strategy="attention", ratio=0.5), progress=False).model
     assert set(initial_heads(model).values()) == {4}
     assert set(initial_heads(pruned).values()) == {2}
+
+
+def test_a_users_module_around_a_hugging_face_encoder_prunes_with_the_global_strategy():
+    # A module of one's own (an HF encoder and a head, as the reviews task builds) is not built from a config:
+    # the config check must not try to (it raised TypeError: __init__() missing 'num_labels').
+    from transformers import BertConfig, BertModel
+
+    from autocompress.pruning import PruningConfig, prune
+
+    class Classifier(torch.nn.Module):
+        def __init__(self, encoder, num_labels):
+            super().__init__()
+            self.encoder, self.config = encoder, encoder.config
+            self.classifier = torch.nn.Linear(encoder.config.hidden_size, num_labels)
+
+        def forward(self, input_ids, attention_mask):
+            return self.classifier(self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+                                   .last_hidden_state.mean(1))
+
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=64, max_position_embeddings=16), add_pooling_layer=False)
+    model = Classifier(encoder, 2).eval()
+    x = {"input_ids": torch.randint(0, 100, (1, 16)), "attention_mask": torch.ones(1, 16, dtype=torch.long)}
+    result = prune(model, x, PruningConfig(technique="group_norm", strategy="global", ratio=0.5), progress=False)
+    assert result.params_after < result.params_before
+    assert result.model(**x).shape == (1, 2)

@@ -141,7 +141,12 @@ def patch_hf_config(model: nn.Module, field_roots: dict[str, list[nn.Module]]) -
 def _config_mismatch(model: nn.Module, config: Any) -> str:
     """The first tensor where the model ``config`` builds differs from ``model``; "" when none does."""
     import torch
+    from transformers import PreTrainedModel
 
+    if not isinstance(model, PreTrainedModel):
+        # A user's module that holds a Hugging Face model (an encoder and a head of its own) is not built from a
+        # config, and from_pretrained does not apply to it: the autocompress archive rebuilds it.
+        return ""
     with torch.device("meta"):
         built = type(model)(copy.deepcopy(config))
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
