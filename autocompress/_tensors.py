@@ -89,6 +89,5 @@ def trim_padding(x: Any) -> Any:
 def trim_batch_padding(batch: Any) -> Any:
     """:func:`trim_padding` on the input of an ``(input, target)`` batch (other batches are returned as is)."""
     if isinstance(batch, (list, tuple)) and len(batch) == 2:
-        return type(batch)((trim_padding(batch[0]), batch[1])) if isinstance(batch, tuple) else \
-            [trim_padding(batch[0]), batch[1]]
+        return [trim_padding(batch[0]), batch[1]]  # default_collate's (input, target) list
     return batch

@@ -62,16 +62,20 @@ def task_vocabulary(task: Any, model: nn.Module) -> Vocabulary | None:
     try:
         kept = collect_token_ids(task.train_loader(shuffle=False))
         kept |= {ids["unk_id"], *ids["special_ids"]}
+        kept_ids = torch.tensor(sorted(kept))
         total = dropped = 0
         for x, _ in task.eval_loader():
             tokens = x["input_ids"]
             mask = x.get("attention_mask")
             tokens = tokens[mask.bool()] if isinstance(mask, torch.Tensor) else tokens.reshape(-1)
             total += tokens.numel()
-            dropped += sum(1 for t in tokens.tolist() if t not in kept)
+            dropped += int((~torch.isin(tokens, kept_ids)).sum())
     except EmbeddingError:
         return None
     return Vocabulary(len(kept), ids["unk_id"], tuple(ids["special_ids"]), dropped / max(total, 1))
+
+
+RouteReason = tuple[str, bool, str]  # (step, taken, why): a Reason "route.<step>" = yes/no
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ def _linear_weight_bytes(model: nn.Module) -> tuple[int, int]:
 
 
 def size_route(profile: Profile, model: nn.Module, vocabulary: Vocabulary | None,
-               target: float) -> tuple[list[RouteStep], list[str], float, float]:
+               target: float) -> tuple[list[RouteStep], list[RouteReason], float, float]:
     """The size route: its steps, the reason lines, and the MLP and head ratios still needed to reach ``target``."""
     from .components import word_embedding
 
@@ -102,7 +106,7 @@ def size_route(profile: Profile, model: nn.Module, vocabulary: Vocabulary | None
     total = sum(c["bytes"] for c in comps.values())
     now = total
     steps: list[RouteStep] = []
-    reasons: list[str] = []
+    reasons: list[RouteReason] = []
     word = comps["embeddings.word"]["bytes"]
     table = word_embedding(model)
     vocab = int(getattr(table, "num_embeddings", 0) or 0)
@@ -113,14 +117,14 @@ def size_route(profile: Profile, model: nn.Module, vocabulary: Vocabulary | None
         gain = now / (now - word + trimmed)
         if gain >= TRIM_MIN_GAIN and vocabulary.kept < vocab:
             steps.append(RouteStep("trim", gain, now - word + trimmed))
-            reasons.append(f"trim: the word embeddings hold {100 * word / total:.0f}% of the bytes; the training "
+            reasons.append(("trim", True, f"the word embeddings hold {100 * word / total:.0f}% of the bytes; the training "
                            f"data uses {vocabulary.kept:,} of {vocab:,} ids, so keeping those rows is worth "
                            f"{gain:.2f}× ({100 * vocabulary.eval_oov_tokens:.1f}% of evaluation tokens fall outside "
-                           "and read the unknown-token row)")
+                           "and read the unknown-token row)"))
             now, word, rows_after = now - word + trimmed, trimmed, vocabulary.kept
         else:
-            reasons.append(f"no trim: keeping the {vocabulary.kept:,} ids the training data uses would gain only "
-                           f"{gain:.2f}× (< {TRIM_MIN_GAIN:g}×)")
+            reasons.append(("trim", False, f"keeping the {vocabulary.kept:,} ids the training data uses would "
+                            f"gain only {gain:.2f}× (< {TRIM_MIN_GAIN:g}×)"))
     # int8 embeddings: word (trimmed or not), position, token type (each over 1 KiB), one scale per row.
     before = now
     emb = []
@@ -133,14 +137,14 @@ def size_route(profile: Profile, model: nn.Module, vocabulary: Vocabulary | None
             emb.append((part.split(".")[1], fp32, fp32 // 4 + (fp32 // (4 * dim) if dim else 0) * INT8_ROW_SCALE_BYTES))
     now -= sum(f - q for _, f, q in emb)
     steps.append(RouteStep("int8 embeddings", before / now, now))
-    reasons.append(f"int8 embeddings: per-row int8 {', '.join(n for n, _, _ in emb)} embeddings are worth "
-                   f"{before / now:.2f}× more")
+    reasons.append(("int8_embeddings", True, f"per-row int8 {', '.join(n for n, _, _ in emb)} embeddings are "
+                    f"worth {before / now:.2f}× more"))
     weights, rows = _linear_weight_bytes(model)
     before = now
     now -= weights - weights // 4 - rows * 8  # int8 weights; a scale and zero point per output row at most
     steps.append(RouteStep("int8 linears", before / now, now))
-    reasons.append(f"dynamic int8 linears: their fp32 weights hold {100 * weights / total:.0f}% of the original "
-                   f"bytes, int8 is worth {before / now:.2f}× more")
+    reasons.append(("dynamic_int8_linears", True, f"their fp32 weights hold {100 * weights / total:.0f}% of the "
+                    f"original bytes, int8 is worth {before / now:.2f}× more"))
     expected = total / now
     goal = total / target
     mlp_ratio = head_ratio = 0.0
@@ -152,12 +156,11 @@ def size_route(profile: Profile, model: nn.Module, vocabulary: Vocabulary | None
         rest = need - mlp_ratio * mlp
         if rest > 0 and attention:
             head_ratio = min(HEAD_CAP, rest / attention)
-        reasons.append(f"prune: steps 1-2 reach about {expected:.2f}×, short of {target:g}×; removing "
-                       f"{100 * mlp_ratio:.0f}% of MLP channels" + (f" and {100 * head_ratio:.0f}% of heads"
-                                                                     if head_ratio else "")
-                       + " (residual width kept) covers the rest")
+        heads = f" and {100 * head_ratio:.0f}% of heads" if head_ratio else ""
+        reasons.append(("prune", True, f"steps 1-2 reach about {expected:.2f}×, short of {target:g}×; removing "
+                        f"{100 * mlp_ratio:.0f}% of MLP channels{heads} (residual width kept) covers the rest"))
     else:
-        reasons.append(f"no pruning: steps 1-2 reach about {expected:.2f}× ≥ the {target:g}× target")
+        reasons.append(("prune", False, f"steps 1-2 reach about {expected:.2f}× ≥ the {target:g}× target"))
     return steps, reasons, mlp_ratio, head_ratio
 
 
@@ -172,14 +175,15 @@ def int8_latency_gain(model: nn.Module, example_input: Any, threads: int) -> flo
     return float(measured["ratio"])
 
 
-def latency_route(profile: Profile, int8_gain: float, target: float) -> tuple[list[str], float, float]:
+def latency_route(profile: Profile, int8_gain: float, target: float) -> tuple[list[RouteReason], float, float]:
     """The latency route: reasons, and the MLP and head ratios still needed after dynamic int8 linears."""
     comps = profile.components
     flops = sum(c["flops"] for c in comps.values()) or 1
     mlp_share = comps["mlp"]["flops"] / flops
     attention_share = comps["attention"]["flops"] / flops
-    reasons = ["no trim: an embedding lookup costs no MACs, so trimming or int8 rows do not change latency",
-               f"dynamic int8 linears: measured {int8_gain:.2f}× batch-64 latency on a copy, side by side"]
+    reasons: list[RouteReason] = [
+        ("trim", False, "an embedding lookup costs no MACs, so trimming or int8 rows do not change latency"),
+        ("dynamic_int8_linears", True, f"measured {int8_gain:.2f}× batch-64 latency on a copy, side by side")]
     fold = target / max(int8_gain, 1e-9)
     mlp_ratio = head_ratio = 0.0
     if fold > 1.0:
@@ -188,13 +192,12 @@ def latency_route(profile: Profile, int8_gain: float, target: float) -> tuple[li
         rest = need - mlp_ratio * mlp_share
         if rest > 0 and attention_share:
             head_ratio = min(HEAD_CAP, rest / attention_share)
-        reasons.append(f"prune: {target:g}× over int8's {int8_gain:.2f}× leaves {fold:.2f}×; the MLP does "
-                       f"{100 * mlp_share:.0f}% of the MACs and attention {100 * attention_share:.0f}%: remove "
-                       f"{100 * mlp_ratio:.0f}% of MLP channels" + (f" and {100 * head_ratio:.0f}% of heads"
-                                                                     if head_ratio else "")
-                       + " (residual width kept)")
+        heads = f" and {100 * head_ratio:.0f}% of heads" if head_ratio else ""
+        reasons.append(("prune", True, f"{target:g}× over int8's {int8_gain:.2f}× leaves {fold:.2f}×; the MLP does "
+                        f"{100 * mlp_share:.0f}% of the MACs and attention {100 * attention_share:.0f}%: remove "
+                        f"{100 * mlp_ratio:.0f}% of MLP channels{heads} (residual width kept)"))
     else:
-        reasons.append(f"no pruning: int8 alone is measured at {int8_gain:.2f}× ≥ the {target:g}× target")
+        reasons.append(("prune", False, f"int8 alone is measured at {int8_gain:.2f}× ≥ the {target:g}× target"))
     return reasons, mlp_ratio, head_ratio
 
 
@@ -224,11 +227,8 @@ def select_transformer(profile: Profile, requirements: Requirements, model: nn.M
         gain = int8_latency_gain(model, example_input, threads or profile.threads)
         lines, mlp_ratio, head_ratio = latency_route(profile, gain, target)
         trim = int8_embeddings = False
-    for line in lines:
-        decision, _, rule = line.partition(": ")
-        skipped = decision.startswith("no ")
-        step = {"pruning": "prune"}.get(decision.removeprefix("no "), decision.removeprefix("no "))
-        reasons.append(Reason(f"route.{step.replace(' ', '_')}", "no" if skipped else "yes", rule))
+    for step, taken, rule in lines:
+        reasons.append(Reason(f"route.{step}", "yes" if taken else "no", rule))
     reasons.append(Reason("quantization", "dynamic", "transformer on CPU: dynamic int8 linear layers (static and "
                           "QAT int8 cannot trace attention blocks fed dicts of tensors)"))
     pruning = PruningConfig(technique="group_norm", strategy="heads_mlp", ratio=round(mlp_ratio, 4),
