@@ -99,8 +99,10 @@ def measure_sensitivity(model: nn.Module, example_input: ModelInput, batches: It
     """Prune each prunable conv/linear layer alone at ``ratio`` on a copy (no retraining) and measure how much
     the mean loss over ``batches`` ((input, target) pairs; a few batches of 64 rows are enough) rises over the
     unpruned model. ``loss_fn(output, target)`` defaults to cross-entropy of the logits. ``model`` is not
-    modified. Layers whose pruning removes no channel (too narrow, no score) get score 0 and their measured
-    parameter count."""
+    modified. A layer that loses no channel at ``ratio`` (too narrow, or no score: ``bn_scale`` without a
+    BatchNorm) is left out of the scan, so per-layer ratios leave it at the config's ``ratio``. A parameter
+    shared by two layers' channels (a conv's input channels are the previous layer's output channels) counts
+    for both."""
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
         raise PruningError(f"sensitivity ratio {ratio!r}", "a fraction of channels in (0, 1)", "pass e.g. ratio=0.5")
     technique = technique_config(technique) if isinstance(technique, str) else technique
@@ -124,7 +126,6 @@ def measure_sensitivity(model: nn.Module, example_input: ModelInput, batches: It
         width, left = _width(model, name), _width(result.model, name)
         removed = before[0] - result.params_after
         if left >= width or removed <= 0:
-            scores[name], params[name] = 0.0, _tied_params(model, x, name)
             continue
         params[name] = round(removed * width / (width - left))
         scores[name] = mean_loss(result.model, data, loss_fn) - baseline
@@ -142,19 +143,6 @@ def _width(model: nn.Module, name: str) -> int:
             return getattr(module, attr)
     raise PruningError(f"layer {name!r} of type {type(module).__name__}", "a conv or linear layer",
                        "report this model")
-
-
-def _tied_params(model: nn.Module, x: ModelInput, name: str) -> int:
-    """Parameters tied to a layer that could not be pruned at the scan's ratio: those one channel carries
-    (measured by removing a single channel), times its width."""
-    width = _width(model, name)
-    if width < 2:
-        return 0
-    config = PruningConfig(strategy="uniform", ratio=0.0, layer_ratios={name: 1.0 / width})
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=PruningWarning)
-        result = run(model, x, config, progress=False, measure_flops=False)
-    return (count_params(model) - result.params_after) * width
 
 
 def layer_ratios(sensitivity: Sensitivity, mean_ratio: float, weight: float) -> tuple[tuple[str, float], ...]:
