@@ -153,3 +153,22 @@ def test_uniform_on_a_transformer_keeps_outputs_and_refuses_per_layer_widths():
     with pytest.raises(PruningError, match="Hugging Face"):
         prune(model, x, PruningConfig(strategy="uniform", layer_ratios={name: 0.5}), progress=False)
     assert math.isfinite(float(result.model(**x).logits.detach().sum()))
+
+
+class _HalfSum(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :8] + x[:, 8:]
+
+
+def test_layers_the_graph_cannot_follow_are_kept_whole_under_uniform_too():
+    from autocompress.pruning import PruningWarning
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), _HalfSum(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 4)).eval()
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.warns(PruningWarning, match=r"left unpruned \(pruning them breaks the model"):
+        result = prune(model, x, PruningConfig(strategy="uniform", ratio=0.5, layer_ratios={"0": 0.5}),
+                       progress=False)
+    assert result.model(x).shape == (2, 4)
+    assert result.model[0].out_channels == 16 and result.model[3].out_channels == 4

@@ -39,13 +39,14 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("conv", frozenset({"conv"}), False, "convolution channels, the same ratio in every layer"),
     Strategy("attention", frozenset({"attention"}), False,
              "attention heads (and the hidden width where the architecture ties it to the heads)"),
-    Strategy("uniform", frozenset({"conv", "linear", "attention"}), False,
-             "every prunable layer (conv, linear, attention), the same ratio in every layer"),
     Strategy("global", frozenset({"conv", "linear", "attention"}), True,
              "every prunable layer, channels ranked across layers"),
     # Pruned by direct surgery in .heads (no dependency graph): ratio = MLP channels, head_ratio = heads.
     Strategy("heads_mlp", frozenset({"attention", "linear"}), False,
              "attention heads and MLP channels, the residual (hidden) width kept"),
+    # Listed last: error messages and search spaces list the strategies in this order.
+    Strategy("uniform", frozenset({"conv", "linear", "attention"}), False,
+             "every prunable layer (conv, linear, attention), the same ratio in every layer"),
 )}
 
 # Strategies whose layers are pruned one by one, so a layer can be given a ratio of its own (``layer_ratios``).
