@@ -2,8 +2,10 @@
 
 A :class:`PruningConfig` joins two independent choices: the **technique** scores channels (see
 :mod:`.importance`), the **strategy** decides which layers may lose channels and how they are ranked
-(``conv``, ``linear`` and ``attention`` prune one kind of layer with the same ratio in every layer; ``global``
-prunes every kind and ranks channels across layers).
+(``conv``, ``linear`` and ``attention`` prune one kind of layer with the same ratio in every layer; ``uniform``
+prunes every kind with the same ratio in every layer, the usual hand recipe; ``global`` prunes every kind and
+ranks channels across layers). ``layer_ratios`` gives chosen conv/linear layers ratios of their own (see
+:mod:`.sensitivity` for ratios weighted by how much each layer hurts when pruned).
 """
 
 from __future__ import annotations
@@ -42,7 +44,13 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     # Pruned by direct surgery in .heads (no dependency graph): ratio = MLP channels, head_ratio = heads.
     Strategy("heads_mlp", frozenset({"attention", "linear"}), False,
              "attention heads and MLP channels, the residual (hidden) width kept"),
+    # Listed last: error messages and search spaces list the strategies in this order.
+    Strategy("uniform", frozenset({"conv", "linear", "attention"}), False,
+             "every prunable layer (conv, linear, attention), the same ratio in every layer"),
 )}
+
+# Strategies whose layers are pruned one by one, so a layer can be given a ratio of its own (``layer_ratios``).
+PER_LAYER_STRATEGIES = ("uniform", "conv", "linear")
 
 
 def strategy_named(name: str) -> Strategy:
@@ -64,6 +72,12 @@ class PruningConfig(Config):
     the same as ``ratio``. ``steps`` prunes in that many equal steps (a callback can fine-tune between them).
     ``round_to`` keeps pruned channel counts at multiples of it. ``max_layer_ratio`` caps what global ranking
     may take from any one layer. ``technique`` may be given by name (``"magnitude"``).
+
+    ``layer_ratios`` (strategies ``uniform``, ``conv``, ``linear``) maps conv/linear layer names (as in
+    ``model.named_modules()``) to the fraction of that layer's output channels removed; layers not named are
+    pruned at ``ratio``. A dict is accepted and stored as ``((name, ratio), ...)`` sorted by name, so the record
+    stays frozen, hashable and the same however it was given. Layers coupled with a named one (a residual add)
+    are pruned with it.
     """
 
     technique: Config = MagnitudeImportanceConfig()
@@ -73,6 +87,7 @@ class PruningConfig(Config):
     steps: int = 1
     round_to: int | None = None
     max_layer_ratio: float = 0.9
+    layer_ratios: tuple[tuple[str, float], ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.technique, str):
@@ -97,6 +112,13 @@ class PruningConfig(Config):
         if not isinstance(self.max_layer_ratio, (int, float)) or not 0.0 < self.max_layer_ratio <= 1.0:
             raise PruningError(f"max_layer_ratio={self.max_layer_ratio!r}", "a number in (0, 1]",
                                "pass e.g. max_layer_ratio=0.9")
+        if self.layer_ratios is not None:
+            object.__setattr__(self, "layer_ratios", _layer_ratios(self.layer_ratios, self.strategy))
+
+    @property
+    def ratios_by_layer(self) -> dict[str, float]:
+        """``layer_ratios`` as a dict (empty when none are given)."""
+        return dict(self.layer_ratios or ())
 
     @property
     def effective_head_ratio(self) -> float:
@@ -106,6 +128,27 @@ class PruningConfig(Config):
 def _check_fraction(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise PruningError(f"{name}={value!r}", "a fraction of channels in [0, 1)", f"pass e.g. {name}=0.5")
+
+
+def _layer_ratios(value: Any, strategy: str) -> tuple[tuple[str, float], ...]:
+    """``value`` (a dict or pairs) as sorted ``(name, ratio)`` pairs; a one-line PruningError if malformed."""
+    if strategy not in PER_LAYER_STRATEGIES:
+        raise PruningError(f"layer_ratios with strategy {strategy!r}",
+                           f"per-layer ratios with strategy {', '.join(map(repr, PER_LAYER_STRATEGIES))}",
+                           "use strategy 'uniform', or drop layer_ratios")
+    pairs = list(value.items()) if isinstance(value, dict) else value
+    if not isinstance(pairs, (list, tuple)) or \
+            not all(isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str) for p in pairs):
+        raise PruningError(f"layer_ratios={value!r}", "a dict or pairs of layer name -> fraction removed",
+                           "pass e.g. layer_ratios={'features.0': 0.5}")
+    names = [name for name, _ in pairs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise PruningError(f"layer_ratios naming {repeated[0]!r} twice", "each layer named once",
+                           "keep one ratio per layer")
+    for name, ratio in pairs:
+        _check_fraction(f"layer_ratios[{name!r}]", ratio)
+    return tuple(sorted((name, float(ratio)) for name, ratio in pairs))
 
 
 @dataclass(frozen=True)

@@ -97,10 +97,12 @@ class _Frozen:
 def _prune_step(model: nn.Module, x: ModelInput, config: PruningConfig, importance: Importance,
                 channel_ratio: float, heads_now: dict[int, int], initial: dict[int, int],
                 first: bool, skip: frozenset[str] = frozenset(), target: float = 0.0,
-                inner_at_start: dict[int, int] | None = None) -> list[str]:
+                inner_at_start: dict[int, int] | None = None, fraction: float = 1.0) -> list[str]:
     """One pruning step on ``model`` in place: channels via a Torch-Pruning pruner, heads by head blocks.
 
-    ``target`` is the fraction of channels removed once this step is done (the head widths follow it).
+    ``target`` is the fraction of channels removed once this step is done (the head widths follow it);
+    ``fraction`` is the share of the steps done once this one is (per-layer ratios scale by it). ``initial``
+    holds each group's width before the first step, by ``id`` of its root layer.
     """
     import torch_pruning as tp
 
@@ -127,8 +129,10 @@ def _prune_step(model: nn.Module, x: ModelInput, config: PruningConfig, importan
         analysis = analyse(model, DG, attention)
     notes: list[str] = []
     selected = [g for g in analysis.groups if g.kind in strategy.kinds]
+    width_groups = [g for g in selected if g.kind in ("conv", "linear")]
     if first:
         _check_prunable(model, config, strategy, analysis, selected)
+        _check_layer_names(model, config, width_groups, is_hf)
         if analysis.blocked:
             notes.append(f"kept whole: {'; '.join(analysis.blocked)}")
         if analysis.untraced:
@@ -160,13 +164,71 @@ def _prune_step(model: nn.Module, x: ModelInput, config: PruningConfig, importan
             channel_ratio = cap
             pruner.pruning_ratio = cap  # the pruner was built before the cap could be measured
             pruner.per_step_pruning_ratio = pruner.iterative_pruning_ratio_scheduler(cap, 1)
-    if channel_ratio > 0 and any(g.kind in ("conv", "linear") for g in selected):
+    if strategy.name == "uniform" or config.layer_ratios is not None:
+        skipped = {m for n, m in model.named_modules() if n in skip}
+        with guarded(type(model).__name__):
+            _prune_layers(pruner, importance, config, [g for g in width_groups if not skipped & set(g.roots)],
+                          initial, fraction)
+    elif channel_ratio > 0 and width_groups:
         with guarded(type(model).__name__):
             pruner.step()
     if "attention" in strategy.kinds:
         prune_heads(DG, importance, analysis, heads_now, {} if inner_at_start is None else inner_at_start, target)
     notes.extend(patch(model, analysis.field_roots))
     return notes
+
+
+def _prune_layers(pruner: Any, importance: Importance, config: PruningConfig, groups: list[Group],
+                  initial: dict[int, int], fraction: float) -> None:
+    """Prune each conv/linear group alone to its own width: ``round(start * (1 - ratio * fraction))`` channels
+    (a multiple of ``round_to`` where asked), ``start`` being its width before the first step and ``ratio`` its
+    entry in ``layer_ratios``, else ``config.ratio``. The lowest-scoring channels go, as in Torch-Pruning's local
+    pruning; counting from ``start`` rather than from the current width keeps rounding from piling up over steps.
+    """
+    asked = config.ratios_by_layer
+    DG = pruner.DG
+    chosen = []
+    for g in groups:  # every score first, from the unpruned graph, as Torch-Pruning's pruner does
+        ratio = next((asked[n] for n in g.names if n in asked), config.ratio)
+        split = max(1, channel_groups(pruner, g.group))
+        dims = g.width // split
+        start = initial.setdefault(id(g.roots[0]), dims)
+        keep = max(1, math.floor(start * (1.0 - ratio * fraction) + 0.5))
+        if config.round_to:
+            keep = max(config.round_to, math.floor(keep / config.round_to + 0.5) * config.round_to)
+        scores = importance(g.group) if keep < dims else None
+        if scores is None:  # nothing to remove, or no score (bn_scale without BatchNorm): kept whole
+            continue
+        scores = scores.detach().float().cpu().view(split, -1).mean(0)
+        drop = torch.argsort(scores)[: dims - keep]
+        chosen.append((g, sorted(int(i) + j * dims for j in range(split) for i in drop)))
+    for g, idxs in chosen:
+        root = g.group[0].dep
+        DG.get_pruning_group(root.target.module, root.handler, idxs).prune()
+
+
+def _check_layer_names(model: nn.Module, config: PruningConfig, groups: list[Group], is_hf: bool) -> None:
+    """Every layer named in ``layer_ratios`` is a prunable conv/linear layer, coupled layers share one ratio."""
+    asked = config.ratios_by_layer
+    if not asked:
+        return
+    if is_hf:
+        raise PruningError(f"layer_ratios on the Hugging Face model {type(model).__name__}",
+                           "a model whose layers may have widths of their own (an HF config holds one width "
+                           "per layer kind)", "prune it without layer_ratios (strategy 'uniform' or 'global')")
+    known = [n for g in groups for n in g.names]
+    unknown = [n for n in asked if n not in known]
+    if unknown:
+        shown = ", ".join(known[:12]) + (f", ... ({len(known)} in all)" if len(known) > 12 else "")
+        raise PruningError(f"layer_ratios names {unknown[0]!r}, not a prunable layer of {type(model).__name__} "
+                           f"for strategy {config.strategy!r}", f"names among its prunable layers: {shown}",
+                           "use these names (from model.named_modules()); inputs and outputs are never pruned")
+    for g in groups:
+        named = [n for n in g.names if n in asked]
+        if len({asked[n] for n in named}) > 1:
+            raise PruningError(f"layer_ratios giving the coupled layers {', '.join(named)} different ratios",
+                               "one ratio per coupled group (their channels are pruned together)",
+                               f"give them the same ratio, or name only {named[0]!r}")
 
 
 def _global_cap(pruner: Any, config: PruningConfig, selected: list[Group], initial: dict[int, int]) -> float:
@@ -281,7 +343,7 @@ def _attempt(model: nn.Module, x: ModelInput, config: PruningConfig,
             try:
                 with torch.inference_mode(False), torch.enable_grad():
                     notes.extend(_prune_step(subject, x, config, importance, relative, heads_now, floors, step == 1,
-                                             skip, target, inner_at_start))
+                                             skip, target, inner_at_start, step / config.steps))
             except PRUNING_FAILURES as exc:  # Torch-Pruning met an operation it cannot follow
                 raise _Broken(PruningError(
                     f"pruning {type(model).__name__} with strategy {config.strategy!r} failed: "
@@ -325,13 +387,8 @@ def _unprunable_layers(model: nn.Module, x: ModelInput, reference: list[torch.Si
         module = dict(subject.named_modules())[name]
         out_fn = tp.prune_conv_out_channels if isinstance(module, tp.ops.TORCH_CONV) else \
             tp.prune_linear_out_channels
-        attention = find_attention(subject)
         try:
-            with _quiet_tracing(), torch.inference_mode(False), torch.enable_grad(), \
-                    guarded(type(model).__name__), opaque(attention):
-                graph = tp.DependencyGraph().build_dependency(subject, example_inputs=x, forward_fn=call_model,
-                                                             output_transform=_tensors, verbose=False,
-                                                             customized_pruners=customized_pruners(attention))
+            with _traced(subject, x) as (graph, _):
                 group = graph.get_pruning_group(module, out_fn, idxs=[0])
                 if touches_output(graph, group):
                     continue  # never pruned anyway
@@ -341,6 +398,34 @@ def _unprunable_layers(model: nn.Module, x: ModelInput, reference: list[torch.Si
         except PRUNING_FAILURES:
             broken.append(name)
     return broken
+
+
+@contextmanager
+def _traced(model: nn.Module, x: ModelInput) -> Iterator[tuple[Any, list[Any]]]:
+    """Torch-Pruning's dependency graph of ``model`` (attention as opaque nodes) and the attentions found;
+    the graph is meant to be used inside the block."""
+    import torch_pruning as tp
+
+    attention = find_attention(model)
+    with _quiet_tracing(), torch.inference_mode(False), torch.enable_grad(), \
+            guarded(type(model).__name__), opaque(attention):
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=x, forward_fn=call_model,
+                                                     output_transform=_tensors, verbose=False,
+                                                     customized_pruners=customized_pruners(attention))
+        yield graph, attention
+
+
+def prunable_layers(model: nn.Module, example_input: ModelInput, strategy: str = "uniform") -> list[list[str]]:
+    """The conv/linear layers ``strategy`` may prune, one list of names per coupled group (layers whose channels
+    are pruned together, the group's root first), in the model's order. These are the names ``layer_ratios``
+    takes; the model is not modified."""
+    kinds = strategy_named(strategy).kinds & {"conv", "linear"}
+    subject = copy.deepcopy(model)
+    _Frozen(subject).unfreeze(subject)  # tracing needs autograd
+    with _traced(subject, example(example_input)) as (graph, attention):
+        analysis = analyse(subject, graph, attention)
+    order = {name: i for i, (name, _) in enumerate(subject.named_modules())}
+    return sorted((list(g.names) for g in analysis.groups if g.kind in kinds), key=lambda names: order[names[0]])
 
 
 def output_shapes(model: nn.Module, x: ModelInput) -> list[torch.Size]:
@@ -361,7 +446,8 @@ def prune(model: nn.Module, example_input: ModelInput, config: PruningConfig | N
     """
     config = config or PruningConfig()
     result = run(model, example_input, config, callback, progress)
-    if config.ratio > 0 and result.params_after >= result.params_before:
+    asked = config.ratio > 0 or any(r > 0 for _, r in config.layer_ratios or ())
+    if asked and result.params_after >= result.params_before:
         why = f" ({'; '.join(result.notes)})" if result.notes else ""
         raise PruningError(f"pruning at ratio {config.ratio} with strategy {config.strategy!r} removed no "
                            f"parameters{why}", "a ratio, strategy and technique that remove at least one channel",
