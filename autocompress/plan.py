@@ -57,6 +57,10 @@ class Plan(Config):
         heads = ""
         if p.head_ratio is not None and p.head_ratio != p.ratio:
             heads = f" heads {100 * p.head_ratio:.0f}%"
+        if p.layer_ratios:  # per-layer widths: their range, and the sensitivity dial that made them
+            values = [r for _, r in p.layer_ratios]
+            dial = f" sens {p.sensitivity_weight:g}" if p.sensitivity_weight else ""
+            heads += f" (per layer {100 * min(values):.0f}-{100 * max(values):.0f}%{dial})"
         return (f"{embeddings + ' · ' if embeddings else ''}prune {technique_name(p.technique)}/{p.strategy} "
                 f"{100 * p.ratio:.0f}%{heads}{steps} · distil {distil} · quant {self.quantization_mode}")
 

@@ -88,6 +88,9 @@ class PruningConfig(Config):
     round_to: int | None = None
     max_layer_ratio: float = 0.9
     layer_ratios: tuple[tuple[str, float], ...] | None = None
+    # The study's dial that made ``layer_ratios`` from a sensitivity scan (0: uniform, 1: fully weighted); kept
+    # so that the record says why its layers differ and the study can map the plan back onto its parameters.
+    sensitivity_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.technique, str):
@@ -114,6 +117,10 @@ class PruningConfig(Config):
                                "pass e.g. max_layer_ratio=0.9")
         if self.layer_ratios is not None:
             object.__setattr__(self, "layer_ratios", _layer_ratios(self.layer_ratios, self.strategy))
+        if isinstance(self.sensitivity_weight, bool) or not isinstance(self.sensitivity_weight, (int, float)) or \
+                not 0.0 <= self.sensitivity_weight <= 1.0:
+            raise PruningError(f"sensitivity_weight={self.sensitivity_weight!r}", "a number in [0, 1]",
+                               "pass e.g. sensitivity_weight=0.5")
 
     @property
     def ratios_by_layer(self) -> dict[str, float]:
