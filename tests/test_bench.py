@@ -64,7 +64,7 @@ def test_tiny_benchmark_writes_its_tables(tmp_path):
     methods = [r["method"] for r in rows if r["table"] == "baselines"]
     assert methods == ["Torch-Pruning recipe (magnitude/global + fine-tune)", "dynamic int8 alone",
                        "static int8 alone",
-                       "hand recipe: 80% of every layer's channels, distillation, static int8",
+                       bench.HAND_RECIPE,
                        "rule plan alone (trial 0)", "full study"]
     study = next(r for r in rows if r["method"] == "full study")
     seed = next(r for r in rows if r["method"] == "rule plan alone (trial 0)")

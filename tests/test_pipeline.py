@@ -34,6 +34,15 @@ def test_plan_json_has_profile_plan_and_reasons():
     assert any("conv layers hold 97% of MACs; the 4.00× flops pruning target needs 78% of them" in r
                for r in data["reasons"])
     assert any(r.startswith("pruning.ratio = ") and "measured on a pruned copy" in r for r in data["reasons"])
+    # the estimate before any training: a range around a point, from the untrained uniform-pruning probe
+    guess = data["estimate"]
+    assert guess["objective"] == "flops" and guess["low"] <= guess["point"] <= guess["high"]
+    assert guess["low"] >= 1.0 and guess["high"] > 2.0  # digits loses little at 50% uniform pruning untrained
+    r0, r1 = guess["ratio_range"]
+    assert 0.0 <= r0 <= r1 <= 0.95 and guess["quantization"] == "none"  # int8 does the same MACs
+    drops = dict((r, d) for r, d in guess["probe"])
+    assert r0 == 0.0 or drops[r0] <= 1.0  # the low end needs no recovery: within the 1-point threshold untrained
+    assert r1 == 0.0 or drops[r1] <= 20.0
 
 
 def test_compress_meets_a_20x_size_target_within_one_point(tmp_path):

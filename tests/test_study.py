@@ -403,3 +403,68 @@ def test_storage_passwords_are_masked():
     # an unreachable server: the one-line error names the URL without its password
     result = run_cli("study", "show", "--name", "x", "--storage", "postgresql://ac:s3cret@127.0.0.1:9/none")
     assert result.returncode == 2 and "s3cret" not in result.stderr and "ac:***@127.0.0.1" in result.stderr
+
+
+# ------------------------------------------------------------------------- issue 14: where the answers are
+def _cnn_profile():
+    from autocompress.profile import LayerStats, Profile
+
+    layers = (LayerStats(type="Conv2d", count=3, params=90, flops=900), LayerStats(type="BatchNorm2d", count=3,
+              params=6, flops=6), LayerStats(type="Linear", count=2, params=60, flops=60))
+    return Profile(arch_type="cnn", layers=layers, params=156, flops=966, size_mb=1.0,
+                   latency_ms={"batch_1": 1, "batch_64": 2}, metric={"name": "accuracy", "value": 0.9},
+                   device="cpu", threads=1)
+
+
+def test_kept_fraction_is_searched_around_the_seed_and_covers_the_hand_recipe():
+    assert st.keep_range_around(0.88) == (0.05, 0.5)  # 12% kept: a third of it is below the 5% floor
+    low, high = st.keep_range_around(0.5)
+    assert low <= 0.1 and high == 1.0  # the hand recipe's 50-90% region is inside, whatever the seed
+    space = _space(keep_range=st.keep_range_around(0.7))
+    params = {"quantization.mode": "static", "pruning.keep": 0.25, "pruning.technique": "magnitude",
+              "pruning.strategy": "conv", "pruning.steps": 1, "pruning.round_to": 0,
+              "distillation.technique": "finetune", "distillation.lr": 1e-3}
+    plan = st.plan_from_trial(optuna.trial.FixedTrial(params), space)
+    assert plan.pruning.ratio == 0.75
+    assert st.trial_params_from_plan(plan, space) == params
+    assert st.SearchSpace.from_dict(space.to_dict()) == space
+    with pytest.raises(st.StudyError, match="kept fraction 1.0000 outside"):
+        st.trial_params_from_plan(plan.replace(pruning=plan.pruning.replace(ratio=0.0)), _space(keep_range=(0.05, 0.5)))
+
+
+def test_quantization_that_cannot_help_is_not_proposed():
+    from autocompress.requirements import Requirements
+
+    modes, notes = st.proposable_quantization(_cnn_profile(), ("none", "dynamic", "static", "qat"), ("size",))
+    assert modes == ("none", "static", "qat") and "dynamic not proposed" in notes[0]
+    modes, _ = st.proposable_quantization(_cnn_profile(), ("none", "dynamic", "static", "qat"), ("latency", "flops"))
+    assert "dynamic" not in modes and "none" in modes
+    space = st.SearchSpace.for_model(_cnn_profile(), Requirements(budget="low"), objectives=("size",),
+                                     seed_mode="dynamic")
+    assert "dynamic" in space.quantization  # the seed's own mode stays: the study runs it first
+    space = st.SearchSpace.for_model(_cnn_profile(), Requirements(budget="low"), objectives=("size",))
+    assert "dynamic" not in space.quantization and space.notes
+
+
+def test_uniform_dial_and_hand_recipe_neighbour():
+    from autocompress.pruning import Sensitivity
+    from autocompress.requirements import Requirements
+
+    scan = Sensitivity(scores={"a": 0.5, "b": 0.05}, params={"a": 100, "b": 100}, baseline_loss=0.1, ratio=0.5)
+    space = st.SearchSpace.for_model(_cnn_profile(), Requirements(budget="high"), seed_ratio=0.8,
+                                     sensitivity=scan.to_dict(), objectives=("size",))
+    assert "uniform" in space.strategies and space.sensitivity is not None
+    params = {"quantization.mode": "static", "pruning.keep": 0.2, "pruning.technique": "magnitude",
+              "pruning.strategy": "uniform", "pruning.sensitivity_weight": 1.0, "pruning.steps": 1,
+              "pruning.round_to": 0, "distillation.technique": "finetune", "distillation.lr": 1e-3}
+    plan = st.plan_from_trial(optuna.trial.FixedTrial(params), space)
+    ratios = dict(plan.pruning.layer_ratios)
+    assert ratios["a"] < 0.8 < ratios["b"]  # the layer that hurts more when pruned keeps more channels
+    assert st.trial_params_from_plan(plan, space) == params
+    uniform = st.plan_from_trial(optuna.trial.FixedTrial({**params, "pruning.sensitivity_weight": 0.0}), space)
+    assert uniform.pruning.layer_ratios is None and uniform.pruning.ratio == 0.8
+    seed = uniform.replace(pruning=uniform.pruning.replace(strategy="global", technique="lamp"))
+    hand = st.neighbours(seed, space)[0]
+    assert (hand.pruning.strategy, hand.pruning.ratio, hand.quantization_mode) == ("uniform", 0.8, "static")
+    assert hand.distillation.technique.name == "combined"
+    assert any(n.pruning.layer_ratios for n in st.neighbours(seed, space))

@@ -24,9 +24,10 @@ baseline runs), :mod:`~autocompress.bench.tables` (rows, CSV, markdown).
 from __future__ import annotations
 
 from .definition import BENCH_VERSION, OBJECTIVE_KEYS, BenchDefinition, BenchError, load_definition
-from .runner import front_dominates, machine_record, run_bench, trial_timing
+from .runner import HAND_RECIPE, HAND_RECIPE_RATIOS, front_dominates, machine_record, run_bench, trial_timing
 from .tables import CSV_FIELDS, NOT_RUN, BenchResult, Row, markdown
 
-__all__ = ["BENCH_VERSION", "BenchDefinition", "BenchError", "BenchResult", "CSV_FIELDS", "NOT_RUN",
+__all__ = ["BENCH_VERSION", "BenchDefinition", "BenchError", "BenchResult", "CSV_FIELDS", "HAND_RECIPE",
+           "HAND_RECIPE_RATIOS", "NOT_RUN",
            "OBJECTIVE_KEYS", "Row", "front_dominates", "load_definition", "machine_record", "markdown",
            "run_bench", "trial_timing"]

@@ -35,6 +35,10 @@ class Row:
     trial: int | None = None
     plan: str = ""
     seconds: float | None = None
+    # The full study's row: the estimate made before the study (autocompress.estimate), X-fold of the objective.
+    estimate: float | None = None
+    estimate_low: float | None = None
+    estimate_high: float | None = None
 
     def reduction(self, key: str) -> float | None:
         return getattr(self, key)
@@ -156,8 +160,23 @@ def _baselines(base: list[Row]) -> list[str]:
                 best = max(others, key=lambda r: r.reduction(objective) or 0.0)
                 lines += ["", f"Study ÷ best other baseline ({best.method}): "
                           f"{(study.reduction(objective) or 0.0) / (best.reduction(objective) or 1.0):.2f}×."]
+            if study and study.estimate:
+                lines += ["", _estimate_line(study, objective)]
             lines.append("")
     return lines
+
+
+ESTIMATE_TOLERANCE = 0.30  # the goal: the estimate within ±30% of what the study then found
+
+
+def _estimate_line(study: Row, objective: str) -> str:
+    found = study.reduction(objective) if study.feasible else None
+    said = (f"Estimate before the study: {study.estimate:.2f}× ({_x(study.estimate_low)}–{_x(study.estimate_high)})"
+            f"; the study found {_x(found)}")
+    if not found:
+        return said + "."
+    off = study.estimate / found - 1.0
+    return said + f": {off:+.0%} ({'within' if abs(off) <= ESTIMATE_TOLERANCE else 'outside'} ±30%)."
 
 
 def _baseline_line(r: Row, objective: str) -> str:

@@ -194,16 +194,19 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _selection(args: argparse.Namespace) -> tuple[Any, Any]:
-    from ..selection import plan_task
-
-    return plan_task(_task_of(args), _requirements(args), threads=args.threads, progress=True)
-
-
 def _cmd_plan(args: argparse.Namespace) -> int:
-    profile, selection = _selection(args)
+    from ..estimate import applies, estimate
+    from ..selection import plan_task
+    from ..study import SearchSpace
+
+    task, requirements = _task_of(args), _requirements(args)
+    profile, selection = plan_task(task, requirements, threads=args.threads, progress=True)
+    space = SearchSpace.for_model(profile, requirements, objectives=(requirements.objective,),
+                                  seed_mode=selection.plan.quantization_mode)
+    guess = estimate(task, profile, requirements, space.quantization) if applies(profile) else None
     if args.json:
-        print(json.dumps({"profile": profile.to_dict(), **selection.to_dict()}, indent=2))
+        print(json.dumps({"profile": profile.to_dict(), **selection.to_dict(),
+                          "estimate": guess.to_dict() if guess else None}, indent=2))
         return 0
     from rich.console import Console
 
@@ -212,6 +215,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     console.print(f"\n[bold]plan[/bold]  {selection.plan.summary()}")
     for reason in selection.reasons:
         console.print(f"  - {reason}")
+    if guess is not None:
+        console.print(f"\n{guess.describe()}")
+        for note in guess.notes:
+            console.print(f"  - {note}")
     return 0
 
 

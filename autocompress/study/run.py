@@ -112,6 +112,7 @@ class _Start:
     reasons: list[str]
     artifacts: Path
     original_widths: dict[str, int] | None = None  # measured for a new study only
+    estimate: dict[str, Any] | None = None  # autocompress.estimate.Estimate.to_dict(), for a new study only
 
 
 def _resume(existing: Any, task: Any, task_ref: str, requirements: Any, objectives: list[str], name: str,
@@ -134,14 +135,47 @@ def _measure(task: Any, task_ref: str, requirements: Any, objectives: list[str],
 
     say("profiling the original model (once per study)")
     original, selection = plan_task(task, requirements, threads=threads)
+    sensitivity = _sensitivity(task, original, requirements, say)
+    space = SearchSpace.for_model(original, requirements, vocabulary=selection.plan.embeddings.trim_vocabulary
+                                  or task.token_ids()["unk_id"] is not None, seed_ratio=selection.plan.pruning.ratio,
+                                  sensitivity=sensitivity, objectives=tuple(objectives),
+                                  seed_mode=selection.plan.quantization_mode)
+    from ..estimate import applies, estimate
+
+    guess = estimate(task, original, requirements, space.quantization) if applies(original) else None
+    if guess is not None:
+        say(guess.describe())
     return _Start(task_name=task.name, task_ref=task_ref, requirements=requirements, objectives=objectives,
-                  original=original, space=SearchSpace.for_model(original, requirements,
-                                                                 vocabulary=selection.plan.embeddings.trim_vocabulary
-                                                                 or task.token_ids()["unk_id"] is not None),
+                  original=original, space=space, estimate=guess.to_dict() if guess else None,
                   seed_plan=selection.plan,
-                  reasons=[str(r) for r in selection.reasons],
+                  reasons=[str(r) for r in selection.reasons] + list(space.notes),
                   artifacts=Path(artifacts).absolute() if artifacts else artifact_dir(url, name),
                   original_widths=_arch.layer_widths(_arch.capture(task.model)))
+
+
+SENSITIVITY_BATCHES = 4  # training batches the per-layer scan measures the loss on
+
+
+def _sensitivity(task: Any, original: Any, requirements: Any, say: Callable[[str], None]) -> dict[str, Any] | None:
+    """The per-layer sensitivity scan (once per study, stored with it) for models the ``uniform`` strategy
+    prunes; None for transformers on the embedding-first route, which prune heads and MLP channels instead."""
+    import itertools
+    import time
+
+    from ..pruning import PruningError, measure_sensitivity
+    from ..transformer_route import applies
+
+    if applies(original, requirements):
+        return None
+    started = time.perf_counter()
+    batches = list(itertools.islice(iter(task.train_loader(shuffle=False)), SENSITIVITY_BATCHES))
+    try:
+        scan = measure_sensitivity(task.model, task.example_input, batches, loss_fn=task.loss_fn)
+    except PruningError as exc:  # nothing prunable layer by layer: the dial is simply not offered
+        say(f"no per-layer sensitivity scan ({exc})")
+        return None
+    say(f"measured the sensitivity of {len(scan.scores)} layers in {time.perf_counter() - started:.1f}s")
+    return scan.to_dict()
 
 
 def _create_and_seed(start: _Start, backend: Any, name: str, url: str, seed: int | None, already: int,
@@ -173,9 +207,9 @@ def _create_and_seed(start: _Start, backend: Any, name: str, url: str, seed: int
                 "directions": directions, "metric": start.original.metric.get("name"),
                 "original": start.original.to_dict(), "space": start.space.to_dict(),
                 "seed_plan": start.seed_plan.to_dict(), "reasons": start.reasons, "artifacts": str(start.artifacts),
-                "original_widths": start.original_widths,
+                "original_widths": start.original_widths, "estimate": start.estimate,
             })
-            for plan in [start.seed_plan, *neighbours(start.seed_plan)[:max(0, n_neighbours)]]:
+            for plan in [start.seed_plan, *neighbours(start.seed_plan, start.space)[:max(0, n_neighbours)]]:
                 study.enqueue_trial(trial_params_from_plan(plan, start.space),
                                     user_attrs={"seeded": plan is start.seed_plan})
             for params in enqueue:

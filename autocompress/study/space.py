@@ -9,7 +9,7 @@ exist) and on the backend (gpu: no quantization; transformers: none or dynamic).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._common import StudyError
@@ -25,6 +25,11 @@ TRANSFORMER_LR_RANGE = (1e-5, 3e-4)  # fine-tuning a pretrained transformer: abo
 ALPHA_RANGE = (0.1, 0.9)
 TEMPERATURE_RANGE = (1.0, 8.0)
 ROUND_TO_CHOICES = (0, 16)  # 0: free widths
+SENSITIVITY_WEIGHT_STEP = 0.25  # the dial from uniform widths (0) to fully sensitivity-weighted ones (1)
+# The kept fraction (1 - ratio) is searched on a log scale around the seed's: from a third of it to three times
+# it, and always over the hand recipe's region (50% to 90% of every layer's channels pruned).
+KEEP_SPREAD = 3.0
+KEEP_COVERS = (0.1, 0.5)
 HEAD_RATIO_RANGE = (0.0, 0.75)  # heads_mlp: the share of heads removed (never all: the pruner keeps one)
 # How a transformer's embeddings are stored: float, per-row int8, trimmed to the training ids, or both.
 EMBEDDING_CHOICES = ("float", "int8", "trim", "trim+int8")
@@ -45,24 +50,47 @@ class SearchSpace:
     embeddings: tuple[str, ...] = ()  # searched embedding storage (EMBEDDING_CHOICES); empty: float, not searched
     lr_range: tuple[float, float] = LR_RANGE
     stops: tuple[str, ...] = ()  # searched stop modes (``distillation.stop``); empty: always ``stop``
+    # The searched kept fraction ``pruning.keep`` (log scale, see keep_range_around); None: ``pruning.ratio``
+    # uniform over RATIO_RANGE, as studies made before searched it.
+    keep_range: tuple[float, float] | None = None
+    # The per-layer sensitivity scan (``autocompress.pruning.Sensitivity.to_dict()``) that the ``uniform``
+    # strategy's dial ``pruning.sensitivity_weight`` weighs widths by; None: no dial.
+    sensitivity: dict[str, Any] | None = None
+    # Why choices were left out of this space (for the study's reasons); not part of what the trials search.
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
-    def for_model(cls, profile: Any, requirements: Any, vocabulary: bool = False) -> SearchSpace:
-        """The space for this model; ``vocabulary``: the task's token ids allow trimming the vocabulary."""
+    def for_model(cls, profile: Any, requirements: Any, vocabulary: bool = False, seed_ratio: float | None = None,
+                  sensitivity: dict[str, Any] | None = None, objectives: tuple[str, ...] = (),
+                  seed_mode: str | None = None) -> SearchSpace:
+        """The space for this model; ``vocabulary``: the task's token ids allow trimming the vocabulary;
+        ``seed_ratio``: the seed plan's pruning ratio, which the kept fraction is searched around;
+        ``sensitivity``: the per-layer scan the ``uniform`` strategy's dial uses; ``objectives``: the study's
+        costs, for which quantization modes that cannot help are not proposed (:func:`proposable_quantization`),
+        except ``seed_mode``, the seed plan's, which the study runs first."""
         from ..pruning import STRATEGIES, TECHNIQUES
         from ..selection import BUDGET_EPOCHS, layer_category
 
         has_bn = any(layer.type.startswith("BatchNorm") for layer in profile.layers)
+        notes: tuple[str, ...] = ()
         techniques = tuple(t for t in TECHNIQUES if t != "bn_scale" or has_bn)
         categories = {layer_category(layer.type) for layer in profile.layers}
         strategies = tuple(s for s in STRATEGIES if s == "global" or s in categories
-                           or (s == "heads_mlp" and "attention" in categories))
+                           or (s == "heads_mlp" and "attention" in categories)
+                           # the hand recipe's pruning, for CNNs and MLPs (a transformer's widths are tied to its
+                           # heads and hidden size: it has heads_mlp and attention)
+                           or (s == "uniform" and profile.arch_type != "transformer"
+                               and bool(categories & {"conv", "linear"})))
         if requirements.backend == "gpu":
             quantization: tuple[str, ...] = ("none",)
         elif profile.arch_type == "transformer":
             quantization = ("none", "dynamic")  # static and QAT cannot trace attention fed dicts of tensors
         else:
             quantization = ("none", "dynamic", "static", "qat")
+            if objectives:
+                proposed, left_out = proposable_quantization(profile, quantization, objectives)
+                notes = tuple(n for n in left_out if n.split()[1] != seed_mode)
+                quantization = tuple(m for m in quantization if m in proposed or m == seed_mode)
         from ..transformer_route import applies
 
         route = applies(profile, requirements)  # transformers on CPU: embeddings searched, threshold stopping
@@ -74,13 +102,17 @@ class SearchSpace:
                    lr_range=TRANSFORMER_LR_RANGE if route else LR_RANGE,
                    # A pretrained encoder stops at the threshold to save epochs; trained to the end (with early
                    # stopping) it can also end better than the original, which only the search can weigh.
-                   stops=("threshold", "epochs") if route else ())
+                   stops=("threshold", "epochs") if route else (),
+                   keep_range=None if seed_ratio is None else keep_range_around(seed_ratio),
+                   sensitivity=sensitivity if "uniform" in strategies else None, notes=notes)
 
     def to_dict(self) -> dict[str, Any]:
         return {"techniques": list(self.techniques), "strategies": list(self.strategies),
                 "quantization": list(self.quantization), "max_epochs": self.max_epochs, "backend": self.backend,
                 "patience": self.patience, "stop": self.stop, "distillation": list(self.distillation),
-                "embeddings": list(self.embeddings), "lr_range": list(self.lr_range), "stops": list(self.stops)}
+                "embeddings": list(self.embeddings), "lr_range": list(self.lr_range), "stops": list(self.stops),
+                "keep_range": None if self.keep_range is None else list(self.keep_range),
+                "sensitivity": self.sensitivity}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
@@ -90,7 +122,48 @@ class SearchSpace:
                    distillation=tuple(data.get("distillation", LEGACY_DISTILLATION_TECHNIQUES)),
                    embeddings=tuple(data.get("embeddings", ())),
                    lr_range=tuple(data.get("lr_range", LR_RANGE)),  # type: ignore[arg-type]
-                   stops=tuple(data.get("stops", ())))
+                   stops=tuple(data.get("stops", ())),
+                   keep_range=tuple(data["keep_range"]) if data.get("keep_range") else None,  # type: ignore[arg-type]
+                   sensitivity=data.get("sensitivity"))
+
+
+def proposable_quantization(profile: Any, modes: tuple[str, ...], objectives: tuple[str, ...]
+                            ) -> tuple[tuple[str, ...], list[str]]:
+    """The quantization modes worth proposing for ``objectives``, and a reason for each one left out.
+
+    A mode is left out when another mode in ``modes`` is expected to do at least as well for every objective and
+    better for one (the selector's :func:`~autocompress.selection.quantization_gain`): dynamic int8 of a CNN
+    quantizes only its linear layers, so for size static int8's 4x beats it, and for MACs and latency it gains
+    nothing over static. ``none`` is always kept: it is the search's accuracy anchor.
+    """
+    from ..selection import quantization_gain
+
+    gains = {m: [quantization_gain(profile, o, m) for o in objectives] for m in modes}
+    kept, notes = [], []
+    for mode in modes:
+        better = next((o for o in modes if o != mode and all(a >= b for a, b in zip(gains[o], gains[mode]))
+                       and any(a > b for a, b in zip(gains[o], gains[mode]))), None)
+        if mode != "none" and better is not None:
+            expected = ", ".join(f"{obj} {g:.2g}x vs {b:.2g}x" for obj, g, b in
+                                 zip(objectives, gains[mode], gains[better]))
+            notes.append(f"quantization {mode} not proposed: {better} is expected to do at least as well on every "
+                         f"objective ({expected})")
+            continue
+        kept.append(mode)
+    return tuple(kept), notes
+
+
+def keep_range_around(seed_ratio: float) -> tuple[float, float]:
+    """The searched kept fraction: a third to three times the seed's, widened to cover the hand recipe's region
+    (KEEP_COVERS), within what RATIO_RANGE allows."""
+    keep = 1.0 - seed_ratio
+    low = max(1.0 - RATIO_RANGE[1], min(keep / KEEP_SPREAD, KEEP_COVERS[0]))
+    high = min(1.0, max(keep * KEEP_SPREAD, KEEP_COVERS[1]))
+    return round(low, 4), round(high, 4)
+
+
+def _ratio_from_keep(keep: float) -> float:
+    return round(min(RATIO_RANGE[1], max(RATIO_RANGE[0], 1.0 - keep)), 4)
 
 
 def plan_from_trial(trial: Any, space: SearchSpace) -> Any:
@@ -102,13 +175,23 @@ def plan_from_trial(trial: Any, space: SearchSpace) -> Any:
     from ..quantization import quantization_config
 
     mode = trial.suggest_categorical("quantization.mode", list(space.quantization))
-    ratio = trial.suggest_float("pruning.ratio", *RATIO_RANGE)
+    if space.keep_range is not None:
+        ratio = _ratio_from_keep(trial.suggest_float("pruning.keep", *space.keep_range, log=True))
+    else:
+        ratio = trial.suggest_float("pruning.ratio", *RATIO_RANGE)
     technique = trial.suggest_categorical("pruning.technique", list(space.techniques))
     strategy = trial.suggest_categorical("pruning.strategy", list(space.strategies))
     steps = trial.suggest_int("pruning.steps", *STEPS_RANGE)
     head_ratio = None
     if strategy == "heads_mlp":
         head_ratio = trial.suggest_float("pruning.head_ratio", *HEAD_RATIO_RANGE)
+    layer_ratios, weight = None, 0.0
+    if strategy == "uniform" and space.sensitivity is not None:
+        weight = trial.suggest_float("pruning.sensitivity_weight", 0.0, 1.0, step=SENSITIVITY_WEIGHT_STEP)
+        if weight > 0 and ratio > 0:
+            from ..pruning import Sensitivity, layer_ratios as weighted
+
+            layer_ratios = weighted(Sensitivity.from_dict(space.sensitivity), ratio, weight)
     embeddings = EmbeddingConfig()
     if space.embeddings:
         stored = trial.suggest_categorical("embeddings", list(space.embeddings))
@@ -126,7 +209,8 @@ def plan_from_trial(trial: Any, space: SearchSpace) -> Any:
     stop = trial.suggest_categorical("distillation.stop", list(space.stops)) if space.stops else space.stop
     return Plan(
         pruning=PruningConfig(technique=technique, strategy=strategy, ratio=ratio, steps=steps, round_to=round_to,
-                              head_ratio=head_ratio),
+                              head_ratio=head_ratio, layer_ratios=layer_ratios,
+                              sensitivity_weight=weight if layer_ratios else 0.0),
         distillation=DistillationConfig(technique=technique_from_name(distil, **options), stop=stop,
                                         max_epochs=space.max_epochs, patience=space.patience, lr=lr),
         quantization=quantization_config(mode, backend=space.backend),
@@ -164,9 +248,15 @@ def trial_params_from_plan(plan: Any, space: SearchSpace | None = None) -> dict[
     from ..pruning import technique_name
 
     p, d = plan.pruning, plan.distillation
-    params: dict[str, Any] = {"quantization.mode": plan.quantization_mode, "pruning.ratio": float(p.ratio),
-                              "pruning.technique": technique_name(p.technique), "pruning.strategy": p.strategy,
-                              "pruning.steps": int(p.steps)}
+    params: dict[str, Any] = {"quantization.mode": plan.quantization_mode}
+    if space is not None and space.keep_range is not None:
+        params["pruning.keep"] = round(1.0 - float(p.ratio), 6)
+    else:
+        params["pruning.ratio"] = float(p.ratio)
+    params.update({"pruning.technique": technique_name(p.technique), "pruning.strategy": p.strategy,
+                   "pruning.steps": int(p.steps)})
+    if p.strategy == "uniform" and space is not None and space.sensitivity is not None:
+        params["pruning.sensitivity_weight"] = float(p.sensitivity_weight if p.layer_ratios else 0.0)
     if p.strategy == "heads_mlp":
         params["pruning.head_ratio"] = float(p.effective_head_ratio)
     if plan.embeddings.enabled or (space is not None and space.embeddings):
@@ -200,6 +290,11 @@ def _check_in_space(params: dict[str, Any], plan: Any, space: SearchSpace) -> No
         problems.append(f"distillation {params['distillation.technique']}")
     if not RATIO_RANGE[0] <= p.ratio <= RATIO_RANGE[1] or not STEPS_RANGE[0] <= p.steps <= STEPS_RANGE[1]:
         problems.append(f"ratio {p.ratio} / steps {p.steps}")
+    if "pruning.keep" in params and space.keep_range is not None and \
+            not space.keep_range[0] - 1e-9 <= params["pruning.keep"] <= space.keep_range[1] + 1e-9:
+        problems.append(f"kept fraction {params['pruning.keep']:.4f} outside {space.keep_range}")
+    if p.layer_ratios and (p.strategy != "uniform" or space.sensitivity is None):
+        problems.append("per-layer ratios (only the uniform strategy's sensitivity dial makes them)")
     if not space.lr_range[0] <= d.lr <= space.lr_range[1]:
         problems.append(f"lr {d.lr}")
     if p.round_to not in (None, *[r for r in ROUND_TO_CHOICES if r]):
@@ -216,7 +311,7 @@ def _check_in_space(params: dict[str, Any], plan: Any, space: SearchSpace) -> No
                          "a plan the trials can express", "check the plan against SearchSpace")
 
 
-def neighbours(plan: Any) -> list[Any]:
+def neighbours(plan: Any, space: SearchSpace | None = None) -> list[Any]:
     """The seed's closest alternatives, most useful first (``--neighbours K`` enqueues the first K).
 
     The rule plan aims pruning at the target, so the threshold is what usually binds: the first neighbour keeps
@@ -225,6 +320,10 @@ def neighbours(plan: Any) -> list[Any]:
     that stops at the threshold (transformers) is first tried trained to the end, and a seed that trims the
     vocabulary also without trimming.
     Steps are in the kept fraction (1 − ratio), where they mean the same at 50% and at 90% pruning.
+
+    With a ``space`` that searches the ``uniform`` strategy, the first neighbour is the hand recipe at the seed's
+    ratio (the same share of every layer, combined distillation, static int8 where the space quantizes), and the
+    third the same widths weighted by the sensitivity scan: the search starts on the hand recipe's ground.
     """
     from ..distillation import CombinedDistillation
 
@@ -245,7 +344,20 @@ def neighbours(plan: Any) -> list[Any]:
     untrimmed = None
     if plan.embeddings.trim_vocabulary:  # trimming costs the ids the training data never shows: try without it
         untrimmed = plan.replace(embeddings=plan.embeddings.replace(trim_vocabulary=False))
-    candidates = [trained, milder, untrimmed, distilled, with_keep(0.8), with_keep(2.0)]
+    hand = weighted = None
+    if space is not None and "uniform" in space.strategies and plan.pruning.strategy != "uniform" and r > 0:
+        hand = plan.replace(pruning=plan.pruning.replace(strategy="uniform", round_to=None, head_ratio=None),
+                            distillation=plan.distillation.replace(technique=CombinedDistillation()))
+        if "static" in space.quantization:
+            from ..quantization import quantization_config
+
+            hand = hand.replace(quantization=quantization_config("static", backend=space.backend))
+        if space.sensitivity is not None:
+            from ..pruning import Sensitivity, layer_ratios
+
+            weighted = hand.replace(pruning=hand.pruning.replace(
+                layer_ratios=layer_ratios(Sensitivity.from_dict(space.sensitivity), r, 1.0), sensitivity_weight=1.0))
+    candidates = [trained, hand, milder, weighted, untrimmed, distilled, with_keep(0.8), with_keep(2.0)]
     out: list[Any] = []
     for candidate in candidates:
         if candidate is not None and candidate not in out and candidate != plan:

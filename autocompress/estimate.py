@@ -1,0 +1,150 @@
+"""A performance-impact estimate before the study: the reduction reachable at the threshold, with a range.
+
+Made from measurements that need no training (a few seconds on a small CNN):
+
+1. **Pruning probe.** The model is pruned uniformly (magnitude, the same share of every layer's channels: the
+   hand recipe's pruning) at each ratio of :data:`PROBE_RATIOS`; each pruned copy's metric is measured, without
+   retraining, on :data:`EVAL_BATCHES` evaluation batches.
+2. **The ratio range.** The low end is the largest ratio whose untrained drop is already within the threshold
+   (it needs no recovery at all). The high end is the largest ratio whose untrained drop stays within
+   :data:`RECOVERABLE_DROP` points, what distillation at the study's budget recovers on the benchmarks' CNNs
+   (``studies/results/estimates.md`` sets each estimate beside what the study found).
+3. **Quantization gain**, the best mode the search space offers: for size measured on the pruned copy (static
+   int8 of it, calibrated on the example input), for latency the selector's constant
+   (:data:`~autocompress.selection.INT8_LATENCY_GAIN`), none for MACs.
+4. **The reduction** at each end: for size the measured int8 size of the pruned copy, for MACs the counted MACs,
+   for latency and energy the batch-64 latency of the pruned copy against the original's, measured side by side
+   (median after warm-up), times the quantization gain. The point estimate is the geometric mean of the ends.
+
+A model the probe cannot prune (no layer the uniform strategy reaches) gets an estimate of what quantization
+alone gives, with the reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+PROBE_RATIOS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+EVAL_BATCHES = 4
+RECOVERABLE_DROP = 20.0  # points lost without retraining that distillation at the study's budget recovers
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The reduction of ``objective`` expected at the threshold: ``low`` to ``high``, ``point`` between."""
+
+    objective: str
+    low: float
+    point: float
+    high: float
+    ratio_range: tuple[float, float]  # the uniform pruning ratios the two ends stand for
+    quantization: str  # the mode whose gain is counted
+    probe: tuple[tuple[float, float], ...] = ()  # (ratio, untrained drop in points)
+    seconds: float = 0.0
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"objective": self.objective, "low": self.low, "point": self.point, "high": self.high,
+                "ratio_range": list(self.ratio_range), "quantization": self.quantization,
+                "probe": [list(p) for p in self.probe], "seconds": self.seconds, "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Estimate:
+        return cls(objective=data["objective"], low=data["low"], point=data["point"], high=data["high"],
+                   ratio_range=tuple(data["ratio_range"]), quantization=data["quantization"],  # type: ignore[arg-type]
+                   probe=tuple(tuple(p) for p in data.get("probe", ())),  # type: ignore[misc]
+                   seconds=data.get("seconds", 0.0), notes=tuple(data.get("notes", ())))
+
+    def describe(self) -> str:
+        r0, r1 = self.ratio_range
+        return (f"estimate: {self.objective} {self.point:.3g}x reachable at the threshold (range {self.low:.3g}x-"
+                f"{self.high:.3g}x: uniform pruning {r0:.0%}-{r1:.0%} + {self.quantization} int8), "
+                f"from an untrained probe in {self.seconds:.1f}s")
+
+
+def _metric_on(model: Any, batches: list[Any], metric: Any) -> float:
+    from .profile import evaluate
+
+    return evaluate(model, batches, metric)
+
+
+def applies(original: Any) -> bool:
+    """Whether the estimate is made: CNNs and MLPs, which the uniform probe prunes. A transformer's widths are
+    tied to its heads and hidden size, and its route starts with the embeddings (not estimated yet)."""
+    return original.arch_type != "transformer"
+
+
+def estimate(task: Any, original: Any, requirements: Any, quantization_modes: tuple[str, ...] = ("none",)
+             ) -> Estimate:
+    """The estimate for ``task``'s model (profile ``original``) under ``requirements`` (objective, max drop),
+    counting the best of ``quantization_modes`` (the study's search space). See :func:`applies`."""
+    from .metrics import metric_drop
+    from .profile import count_flops, measure_latency
+    from .pruning import PruningConfig, PruningError, PruningWarning, prune
+    from .selection import INT8_LATENCY_GAIN, quantized_size_reduction
+
+    started = time.perf_counter()
+    objective = requirements.objective
+    metric = task.resolved_metric
+    batches = list(itertools.islice(iter(task.eval_loader()), EVAL_BATCHES))
+    base = _metric_on(task.model, batches, metric)
+    reference = {"value": base, "higher_is_better": original.metric.get("higher_is_better", True),
+                 "scale": original.metric.get("scale")}
+    probe: list[tuple[float, float, Any]] = []
+    notes: list[str] = []
+    for ratio in PROBE_RATIOS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PruningWarning)  # the probe's copies are thrown away
+                pruned = prune(task.model, task.example_input, PruningConfig(technique="magnitude",
+                               strategy="uniform", ratio=ratio), progress=False).model
+        except PruningError as exc:
+            notes.append(f"the probe cannot prune uniformly ({exc}); quantization alone counted")
+            break
+        probe.append((ratio, metric_drop(reference, _metric_on(pruned, batches, metric)), pruned))
+    within = [p for p in probe if p[1] <= requirements.max_drop]
+    recoverable = [p for p in probe if p[1] <= RECOVERABLE_DROP]
+    ends = [max(within, key=lambda p: p[0]) if within else None,
+            max(recoverable, key=lambda p: p[0]) if recoverable else None]
+    mode = _best_mode(objective, quantization_modes)
+
+    def reduction(end: tuple[float, float, Any] | None) -> float:
+        model = task.model if end is None else end[2]
+        if objective == "size":
+            if mode in ("static", "qat", "dynamic"):
+                measured = quantized_size_reduction(original, model, task.example_input, mode)
+                if measured is not None:
+                    return measured
+            from .profile import serialized_size_mb
+
+            return original.size_mb / serialized_size_mb(model)
+        if objective == "flops":
+            return original.flops / max(1, count_flops(model, task.example_input))
+        gain = INT8_LATENCY_GAIN.get(mode, 1.0)
+        if end is None:
+            return gain
+        # side by side: the original and the pruned copy timed one after the other in this process
+        before = measure_latency(task.model, task.example_input, batch=64)
+        after = measure_latency(model, task.example_input, batch=64)
+        return before / after * gain
+
+    low, high = reduction(ends[0]), reduction(ends[1])
+    low, high = min(low, high), max(low, high)
+    ratio_range = (ends[0][0] if ends[0] else 0.0, ends[1][0] if ends[1] else 0.0)
+    return Estimate(objective=objective, low=round(low, 3), point=round(math.sqrt(low * high), 3),
+                    high=round(high, 3), ratio_range=ratio_range, quantization=mode,
+                    probe=tuple((r, round(d, 3)) for r, d, _ in probe),
+                    seconds=round(time.perf_counter() - started, 2), notes=tuple(notes))
+
+
+def _best_mode(objective: str, modes: tuple[str, ...]) -> str:
+    """The mode whose gain the estimate counts: static (or QAT) int8 where offered, else dynamic, else none."""
+    for mode in ("static", "qat", "dynamic"):
+        if mode in modes and (objective != "flops"):
+            return mode
+    return "none"
