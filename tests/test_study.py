@@ -60,10 +60,10 @@ def test_search_space_follows_model_and_backend():
                        metric={"name": "accuracy", "value": 0.9}, device="cpu", threads=1)
 
     cnn = st.SearchSpace.for_model(profile("cnn", ["Conv2d", "BatchNorm2d", "Linear"]), Requirements(budget="low"))
-    assert "bn_scale" in cnn.techniques and set(cnn.strategies) == {"conv", "linear", "global"}
+    assert "bn_scale" in cnn.techniques and set(cnn.strategies) == {"conv", "linear", "global", "uniform"}
     assert cnn.quantization == ("none", "dynamic", "static", "qat") and cnn.max_epochs == 5
     mlp = st.SearchSpace.for_model(profile("mlp", ["Linear"]), Requirements(backend="gpu"))
-    assert "bn_scale" not in mlp.techniques and set(mlp.strategies) == {"linear", "global"}
+    assert "bn_scale" not in mlp.techniques and set(mlp.strategies) == {"linear", "global", "uniform"}
     assert mlp.quantization == ("none",) and mlp.backend == "gpu" and mlp.max_epochs == 15
     bert = st.SearchSpace.for_model(profile("transformer", ["BertSelfAttention", "Linear"]), Requirements())
     assert bert.quantization == ("none", "dynamic") and "attention" in bert.strategies

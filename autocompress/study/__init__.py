@@ -52,8 +52,10 @@ from .space import (
     TEMPERATURE_RANGE,
     SearchSpace,
     canonical_plan,
+    keep_range_around,
     neighbours,
     plan_from_trial,
+    proposable_quantization,
     trial_params_from_plan,
 )
 from .storage import (
@@ -74,8 +76,8 @@ __all__ = [
     "HEARTBEAT_SECONDS", "LR_RANGE", "RATIO_RANGE", "ROUND_TO_CHOICES", "STEPS_RANGE", "STUDY_SCHEMA_VERSION",
     "SearchSpace", "StudyContext", "StudyError", "TEMPERATURE_RANGE", "TrialRecord", "WORKER_ATTR", "artifact_dir",
     "batch_like", "best_trial", "canonical_plan", "costs", "dominates", "download_trial_model", "dumps",
-    "export_trial", "fail_dead_trials", "figures", "finished_trials", "is_feasible", "load_study",
+    "export_trial", "fail_dead_trials", "figures", "finished_trials", "is_feasible", "keep_range_around", "load_study",
     "make_objective", "mask_url", "neighbours", "parse_objectives", "pareto", "pareto_front", "pick_trial",
-    "plan_from_trial", "resolve_storage", "run_study", "show", "storage_file", "study_meta",
+    "plan_from_trial", "proposable_quantization", "resolve_storage", "run_study", "show", "storage_file", "study_meta",
     "trial_params_from_plan", "trial_records", "trial_widths",
 ]
