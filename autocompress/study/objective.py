@@ -8,7 +8,8 @@
   into the trial's ``curve`` attribute and stops distillation once the threshold is out of reach
   (:class:`~autocompress.study.abort.EarlyAbort`, the trial's own progress) or once the study's earlier trials
   say it cannot reach the threshold or the front (:class:`~autocompress.study.rungs.RungRule`, at rungs); such a
-  trial is measured like any other, its ``aborted`` attribute says why. A trial that raises, or measures NaN, records its message and raises (the study marks it failed).
+  trial is measured like any other, its ``aborted`` attribute says why. A trial that raises, or measures NaN,
+  records its message and raises (the study marks it failed).
 - **Artifacts.** Each completed trial's model is exported as an ``autocompress`` archive (``.acz``) into the
   study's artifact folder (an :class:`~autocompress.study.storage.AtomicArtifactStore`).
 """
@@ -290,7 +291,8 @@ def _record(trial: Any, ctx: StudyContext, result: Any, abort: _EpochWatch, plan
                                          ("epochs_run", "best_epoch", "best_metric", "stopped_because",
                                           "stop_detail") if k in result.distillation})
     trial.set_user_attr(PRUNED_ATTR, _pruned_record(ctx, result, plan))
-    if abort.reason:
+    # Only a stop the callback made: distillation's own threshold stop wins when both come in the same epoch.
+    if abort.reason and result.distillation.get("stopped_because") == "callback":
         trial.set_user_attr("aborted", abort.reason)
     if result.notes:
         trial.set_user_attr("notes", list(result.notes))
