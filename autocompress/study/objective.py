@@ -4,9 +4,12 @@
   model's cost(s): ``size`` (MB), ``latency`` (batch-64 ms), ``flops`` (MACs), ``energy`` (batch-64 mJ).
   :func:`figures` and :func:`costs` are the one place a model's figures and cost values are read from a profile.
 - **Constraint.** ``metric_drop - max_drop`` set with ``trial.set_constraint``: feasible when ≤ 0.
-- **Per trial.** One ``pipeline.run_plan`` (no back-off). An epoch callback stops distillation once the
-  threshold is out of reach (:class:`~autocompress.study.abort.EarlyAbort`); such a trial is measured and counts
-  as infeasible. A trial that raises, or measures NaN, records its message and raises (the study marks it failed).
+- **Per trial.** One ``pipeline.run_plan`` (no back-off). An epoch callback writes the metric after each epoch
+  into the trial's ``curve`` attribute and stops distillation once the threshold is out of reach
+  (:class:`~autocompress.study.abort.EarlyAbort`, the trial's own progress) or once the study's earlier trials
+  say it cannot reach the threshold or the front (:class:`~autocompress.study.rungs.RungRule`, at rungs); such a
+  trial is measured like any other, its ``aborted`` attribute says why. A trial that raises, or measures NaN,
+  records its message and raises (the study marks it failed).
 - **Artifacts.** Each completed trial's model is exported as an ``autocompress`` archive (``.acz``) into the
   study's artifact folder (an :class:`~autocompress.study.storage.AtomicArtifactStore`).
 """
@@ -29,6 +32,7 @@ from ..threads import trial_threads, use_threads
 from ..errors import describe_error
 from ._common import StudyError
 from .abort import EarlyAbort
+from .rungs import CURVE_ATTR, PRUNED_ATTR, RUNGS, RungRule, structure_figures, structure_key
 from .space import SearchSpace, plan_from_trial
 from .storage import AtomicArtifactStore
 
@@ -103,6 +107,24 @@ class StudyContext:
     log: Callable[[str], None] | None = None
     threads: int | None = None  # --threads; None: see threads.trial_threads
     workers: Any = None  # a threads.WorkerRegistry of this study's workers on this machine
+    rungs: tuple[int, ...] = RUNGS  # epochs at which the rung rule judges a trial; () turns it off
+
+
+class _EpochWatch:
+    """The trial's one epoch callback: writes its ``curve`` as epochs finish (other workers' rung rules read it)
+    and asks every stop rule each epoch (EarlyAbort keeps per-epoch state); the first reason given stops it."""
+
+    def __init__(self, trial: Any, rules: Sequence[Callable[[int, float], str | None]]) -> None:
+        self.trial, self.rules = trial, list(rules)
+        self.curve: list[float | None] = []
+        self.reason: str | None = None
+
+    def __call__(self, epoch: int, value: float) -> str | None:
+        self.curve.append(float(value) if math.isfinite(value) else None)
+        self.trial.set_user_attr(CURVE_ATTR, list(self.curve))
+        verdicts = [rule(epoch, value) for rule in self.rules]
+        self.reason = self.reason or next((v for v in verdicts if v), None)
+        return self.reason
 
 
 class _TeacherOutputs:
@@ -171,7 +193,7 @@ def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
             plan = plan_from_trial(trial, ctx.space)
             trial.set_user_attr("plan", plan.to_dict())
             trial.set_user_attr("plan_summary", plan.summary())
-            abort = EarlyAbort(target, higher, plan.distillation.max_epochs, metric_name=metric.get("name") or "metric")
+            abort = _stop_rules(trial, ctx, plan, target, higher)
             teacher_started = time.perf_counter()
             teacher_outputs = teacher.get()
             teacher_seconds = time.perf_counter() - teacher_started
@@ -181,7 +203,7 @@ def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
                                   teacher_outputs=teacher_outputs, epoch_callback=abort, progress=False,
                                   threads=threads)
             ran = time.perf_counter() - started
-            trial_costs = _record(trial, ctx, result, abort)
+            trial_costs = _record(trial, ctx, result, abort, plan)
             value = result.compressed.metric.get("value")
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / f"trial-{trial.number}.acz"
@@ -211,7 +233,44 @@ def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
     return objective
 
 
-def _record(trial: Any, ctx: StudyContext, result: Any, abort: EarlyAbort) -> list[float]:
+def _stop_rules(trial: Any, ctx: StudyContext, plan: Any, target: float, higher: bool) -> _EpochWatch:
+    """EarlyAbort and, when the trial belongs to a study, the rung rule, on one epoch callback."""
+    name = ctx.original.metric.get("name") or "metric"
+    epochs = plan.distillation.max_epochs
+    rules: list[Callable[[int, float], str | None]] = [EarlyAbort(target, higher, epochs, metric_name=name)]
+    study = getattr(trial, "study", None)
+    if ctx.rungs and study is not None:
+        key = structure_key(plan)
+
+        def structure() -> dict[str, int] | None:
+            # Only asked for when another trial could dominate this one; it prunes a copy once more. A plan that
+            # cannot be pruned here was pruned by the pipeline already, so this is not expected to fail.
+            from ..errors import AutocompressError
+
+            try:
+                figures_now = structure_figures(ctx.task, plan)
+            except AutocompressError:
+                return None
+            trial.set_user_attr(PRUNED_ATTR, {**figures_now, **key})
+            return figures_now
+
+        rules.append(RungRule(study, trial.number, target, higher, epochs, key=key, structure=structure,
+                              seeded=bool(trial.user_attrs.get("seeded")), rungs=ctx.rungs, metric_name=name))
+    return _EpochWatch(trial, rules)
+
+
+def _pruned_record(ctx: StudyContext, result: Any, plan: Any) -> dict[str, Any]:
+    """The trial's pruned structure for later trials' rung rules: from the pipeline's pruning record, or (no
+    pruning) the parameters and MACs of the model it trained."""
+    info = result.pruning
+    if info and "params_after" in info and "flops_after" in info:
+        counted = {"params": int(info["params_after"]), "flops": int(info["flops_after"])}
+    else:
+        counted = structure_figures(ctx.task, plan)
+    return {**counted, **structure_key(plan)}
+
+
+def _record(trial: Any, ctx: StudyContext, result: Any, abort: _EpochWatch, plan: Any) -> list[float]:
     """Check a pipeline result can be a trial's values, store its figures in the trial's user attributes, and
     return its cost values."""
     if result.distillation.get("stopped_because") == "diverged":
@@ -231,7 +290,9 @@ def _record(trial: Any, ctx: StudyContext, result: Any, abort: EarlyAbort) -> li
     trial.set_user_attr("distillation", {k: result.distillation.get(k) for k in
                                          ("epochs_run", "best_epoch", "best_metric", "stopped_because",
                                           "stop_detail") if k in result.distillation})
-    if abort.reason:
+    trial.set_user_attr(PRUNED_ATTR, _pruned_record(ctx, result, plan))
+    # Only a stop the callback made: distillation's own threshold stop wins when both come in the same epoch.
+    if abort.reason and result.distillation.get("stopped_because") == "callback":
         trial.set_user_attr("aborted", abort.reason)
     if result.notes:
         trial.set_user_attr("notes", list(result.notes))

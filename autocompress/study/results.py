@@ -1,5 +1,5 @@
 """Reading a study: its trials as :class:`TrialRecord` values, ``study show`` / ``study pareto`` JSON, the
-feasible Pareto front, the best trial, and stable JSON output.
+feasible Pareto front, the best trial, the training epochs it spent, and stable JSON output.
 
 The reported Pareto front holds feasible trials only.
 """
@@ -113,6 +113,30 @@ def trial_records(study: Any) -> list[TrialRecord]:
     return [TrialRecord.from_trial(t, attrs.get(failure_attr(t.number))) for t in study.get_trials(deepcopy=False)]
 
 
+def trial_epochs(trial: Any) -> int:
+    """The distillation epochs a trial ran: its ``distillation`` record, else (a trial that failed or is still
+    running) the length of its per-epoch ``curve``."""
+    attrs = trial.user_attrs
+    ran = (attrs.get("distillation") or {}).get("epochs_run")
+    return int(ran) if isinstance(ran, int) else len(attrs.get("curve") or [])
+
+
+def study_epochs(study: Any) -> int:
+    """The distillation epochs spent by the study's finished (complete, failed or pruned) trials."""
+    return sum(trial_epochs(t) for t in study.get_trials(deepcopy=False) if t.state.name in _FINISHED)
+
+
+def epochs_summary(study: Any) -> dict[str, Any]:
+    """``{"total": study_epochs, "trials": {number: epochs}}`` over the finished trials (numbers as strings,
+    as JSON keys are)."""
+    per_trial = {str(t.number): trial_epochs(t) for t in study.get_trials(deepcopy=False)
+                 if t.state.name in _FINISHED}
+    return {"total": sum(per_trial.values()), "trials": per_trial}
+
+
+_FINISHED = ("COMPLETE", "FAIL", "PRUNED")  # as run.FINISHED (run imports this module)
+
+
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
     """Whether value vector ``a`` is at least as good as ``b`` in every direction and better in one."""
     sign = [1.0 if d == "minimize" else -1.0 for d in directions]
@@ -158,13 +182,17 @@ def show(study: Any, storage_url: str) -> dict[str, Any]:
         "reasons": meta["reasons"],
         "artifacts": meta["artifacts"],
         "trials": [r.to_dict() for r in trial_records(study)],
+        "epochs": epochs_summary(study),
     }
 
 
 def pareto(study: Any, storage_url: str) -> dict[str, Any]:
-    """``study show``'s JSON with the feasible Pareto ``front`` in place of the trials."""
+    """``study show``'s JSON with the feasible Pareto ``front`` in place of the trials; ``epochs`` also gives
+    each front trial's epochs (``front``)."""
     data = show(study, storage_url)
     data["front"] = pareto_front(data.pop("trials"), data["objectives"]["directions"])
+    trials = data["epochs"]["trials"]
+    data["epochs"]["front"] = {str(r["number"]): trials.get(str(r["number"])) for r in data["front"]}
     return data
 
 
