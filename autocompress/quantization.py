@@ -10,6 +10,8 @@ is registered under the config type in :data:`QUANTIZERS` (no dispatcher on mode
   other functional calls need no edits, and Conv-BN(-ReLU) are fused (BatchNorm folded) during prepare.
   Models that FX cannot trace (data-dependent control flow) fall back to eager mode (the whole model wrapped
   in quant/dequant stubs, no fusion).
+  ``weight_granularity`` chooses one weight scale per output channel or per layer (``auto``: per layer on narrow
+  layers, :mod:`autocompress.quantization_size`); the layers given one scale are listed in the model's record.
 - ``qat``: two phases. :func:`prepare_qat` returns a model with fake-quant modules that any training loop
   (the distillation loop) can train, for as many epochs as that loop runs; :func:`convert` turns it into the
   int8 model. A model that saw no data after prepare_qat (zero training epochs) has no activation ranges:
