@@ -10,6 +10,8 @@ is registered under the config type in :data:`QUANTIZERS` (no dispatcher on mode
   other functional calls need no edits, and Conv-BN(-ReLU) are fused (BatchNorm folded) during prepare.
   Models that FX cannot trace (data-dependent control flow) fall back to eager mode (the whole model wrapped
   in quant/dequant stubs, no fusion).
+  ``weight_granularity`` chooses one weight scale per output channel or per layer (``auto``: per layer on narrow
+  layers, :mod:`autocompress.quantization_size`); the layers given one scale are listed in the model's record.
 - ``qat``: two phases. :func:`prepare_qat` returns a model with fake-quant modules that any training loop
   (the distillation loop) can train, for as many epochs as that loop runs; :func:`convert` turns it into the
   int8 model. A model that saw no data after prepare_qat (zero training epochs) has no activation ranges:
@@ -57,6 +59,7 @@ from .quantization_config import (  # noqa: F401 - re-exported: the config recor
     StaticQuantization,
     quantization_config,
 )
+from .quantization_size import per_tensor_layers
 
 # torch.ao emits deprecation notices (and quantized-tensor notices) on import and on every call.
 _QUIET_MESSAGES = (
@@ -95,6 +98,7 @@ with quiet():
     from torch.ao.quantization import prepare as eager_prepare
     from torch.ao.quantization import prepare_qat as eager_prepare_qat
     from torch.ao.quantization.observer import ObserverBase
+    from torch.ao.quantization.observer import default_weight_observer as per_tensor_weight_observer
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
     # torch warns once per process, from C++, that quantized tensors are deprecated. Left alone it fires on the
@@ -116,6 +120,7 @@ GPU_SKIP_REASON = ("int8 kernels of torch.ao run on CPU only, so the gpu backend
 INFO_ATTR = "_autocompress_quantization"
 _PRESERVED_KEY = "_user_preserved_attributes"  # torch.fx.graph_module._USER_PRESERVED_ATTRIBUTES_KEY
 INFO_VERSION = 1
+PER_TENSOR_KEY = "per_tensor_weights"  # info key: layers whose int8 weight has one scale (static, not per_channel)
 
 _DYNAMIC_LAYERS: dict[str, type[nn.Module]] = {"linear": nn.Linear, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -143,11 +148,13 @@ def quantization_info(model: nn.Module) -> dict[str, Any] | None:
 
 
 def _attach(model: nn.Module, config: QuantizationConfig, graph_mode: str, float_arch: dict[str, Any],
-            stage: str, skipped_reason: str | None = None) -> nn.Module:
+            stage: str, skipped_reason: str | None = None, per_tensor: list[str] | None = None) -> nn.Module:
     info = {
         "version": INFO_VERSION, "mode": config.MODE, "config": config.to_dict(), "graph_mode": graph_mode,
         "stage": stage, "skipped_reason": skipped_reason, "float_architecture": float_arch,
     }
+    if per_tensor:
+        info[PER_TENSOR_KEY] = list(per_tensor)
     model.__dict__[INFO_ATTR] = info
     if isinstance(model, torch.fx.GraphModule):
         # GraphModule.__deepcopy__ rebuilds the module and keeps only the attributes listed here.
@@ -264,6 +271,14 @@ def _views_to_reshape(graph_module: torch.fx.GraphModule) -> torch.fx.GraphModul
     return graph_module
 
 
+def _use_per_tensor_weights(prepared: nn.Module, names: Iterable[str]) -> None:
+    # Convert (FX and eager) makes each layer's weight observer from the layer's own qconfig, so swapping it here,
+    # after calibration, changes the weight scales only; activation ranges stay as calibrated.
+    for name in names:
+        module = prepared.get_submodule(name)
+        module.qconfig = module.qconfig._replace(weight=per_tensor_weight_observer)
+
+
 def _static_convert(prepared: nn.Module, graph_mode: str) -> nn.Module:
     prepared = prepared.cpu().eval()
     if graph_mode == "fx":
@@ -313,8 +328,10 @@ def _static(config: StaticQuantization, request: _Request) -> QuantizeResult:
     done = _calibrate(prepared, request.calibration_loader, config.calibration_batches, request.progress)
     if done == 0:
         raise QuantizationError("an empty calibration loader", "at least one batch", "pass the training loader")
+    per_tensor = per_tensor_layers(prepared, config.weight_granularity)
+    _use_per_tensor_weights(prepared, per_tensor)
     quantized = _static_convert(prepared, graph_mode)
-    _attach(quantized, config, graph_mode, float_arch, "converted")
+    _attach(quantized, config, graph_mode, float_arch, "converted", per_tensor=per_tensor)
     return QuantizeResult(model=quantized, config=config, calibration_batches=done, graph_mode=graph_mode)
 
 
@@ -448,5 +465,8 @@ def requantize(float_model: nn.Module, info: Mapping[str, Any], example_input: M
             model = QUANTIZERS.apply(config, _Request(subject, None, x, None, False)).model
         else:
             prepared = _PREPARERS[info["graph_mode"]](subject, config, x, isinstance(config, QATQuantization))
+            # The recorded per-layer choice, not the auto rule again: these placeholder weights are not the data.
+            _use_per_tensor_weights(prepared, info.get(PER_TENSOR_KEY, ()))
             model = _static_convert(prepared, info["graph_mode"])
-    return _attach(model, config, info["graph_mode"], info["float_architecture"], "converted").eval()
+    return _attach(model, config, info["graph_mode"], info["float_architecture"], "converted",
+                   per_tensor=info.get(PER_TENSOR_KEY)).eval()

@@ -15,6 +15,7 @@ from .errors import QuantizationError
 CPU_BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn")
 BACKENDS = (*CPU_BACKENDS, "gpu")
 DYNAMIC_LAYERS = ("linear", "lstm", "gru")  # layer kinds dynamic quantization can swap
+WEIGHT_GRANULARITIES = ("per_channel", "per_tensor", "auto")  # weight scales of static int8 layers
 
 
 @dataclass(frozen=True)
@@ -57,16 +58,27 @@ class DynamicQuantization(QuantizationConfig):
 @register_config("quantization.static")
 @dataclass(frozen=True)
 class StaticQuantization(QuantizationConfig):
-    """Int8 weights and activations for conv and linear layers, calibrated on ``calibration_batches`` batches."""
+    """Int8 weights and activations for conv and linear layers, calibrated on ``calibration_batches`` batches.
+
+    ``weight_granularity``: ``per_channel`` (the engine's default: one weight scale per output channel on x86,
+    fbgemm and onednn, one per tensor on qnnpack), ``per_tensor`` (one scale per layer everywhere) or ``auto``
+    (per tensor where the per-channel scales and zero points, 16 bytes a channel as saved, weigh at least 2% of
+    the layer's int8 weights and one scale adds at most 3x weight quantization noise: narrow pruned layers;
+    :func:`autocompress.quantization_size.prefers_per_tensor`). Records without it are ``per_channel``.
+    """
 
     MODE: ClassVar[str] = "static"
     calibration_batches: int = 8
+    weight_granularity: str = "per_channel"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.calibration_batches < 1:
             raise QuantizationError(f"calibration_batches={self.calibration_batches}", "at least 1",
                                     "calibrate on one or more training batches")
+        if self.weight_granularity not in WEIGHT_GRANULARITIES:
+            raise QuantizationError(f"weight_granularity={self.weight_granularity!r}",
+                                    f"one of {', '.join(WEIGHT_GRANULARITIES)}", "pick a granularity from that list")
 
 
 @register_config("quantization.qat")
