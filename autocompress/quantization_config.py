@@ -105,7 +105,11 @@ MODES = tuple(family_names("quantization"))  # none, dynamic, static, qat: in th
 
 def quantization_config(mode: str, **options: Any) -> QuantizationConfig:
     """The config record for a mode name (``none``, ``dynamic``, ``static``, ``qat``) with its options (the one
-    name→config map, :func:`autocompress.config.config_from_name`)."""
+    name→config map, :func:`autocompress.config.config_from_name`). ``static`` by name defaults to
+    ``weight_granularity="auto"`` (one weight scale per layer where per-channel scales weigh more than they
+    gain); the record's own default stays ``per_channel``, what records written before the option meant."""
+    if mode == "static":  # by name, static int8 takes the measured-best weight scales (see StaticQuantization)
+        options.setdefault("weight_granularity", "auto")
     config = config_from_name("quantization", mode, what="mode", error=QuantizationError, **options)
     assert isinstance(config, QuantizationConfig)
     return config

@@ -111,7 +111,7 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
     front = pareto(study, url)
     finished = len(finished_trials(study))
     print(f"\nPareto front (feasible trials only, {len(front['front'])} of {finished} finished), "
-          f"{time.perf_counter() - started:.0f}s this run:")
+          f"{front['epochs']['total']} epochs, {time.perf_counter() - started:.0f}s this run:")
     _print_front(front)
     storage_arg = f" --storage {mask_url(args.storage)}" if args.storage else ""
     print(f"\nexport one:      autocompress export --name {args.name}{storage_arg} --best --format torchscript "

@@ -34,13 +34,17 @@ from .results import (
     best_trial,
     dominates,
     dumps,
+    epochs_summary,
     pareto,
     pareto_front,
     pick_trial,
     show,
+    study_epochs,
     study_meta,
+    trial_epochs,
     trial_records,
 )
+from .rungs import CURVE_ATTR, PRUNED_ATTR, RUNGS, RungRule
 from .run import FINISHED, fail_dead_trials, finished_trials, run_study
 from .space import (
     ALPHA_RANGE,
@@ -71,6 +75,7 @@ from .storage import (
 )
 
 __all__ = [
+    "CURVE_ATTR", "PRUNED_ATTR", "RUNGS", "RungRule", "epochs_summary", "study_epochs", "trial_epochs",
     "ABORT_OPTIMISM", "ABORT_WINDOW", "ALPHA_RANGE", "ATTR", "AtomicArtifactStore", "CONSTRAINT_KEY", "COSTS",
     "COST_UNITS", "DEFAULT_STORAGE", "DISTILLATION_TECHNIQUES", "EarlyAbort", "FINISHED", "HEARTBEAT_GRACE_SECONDS",
     "HEARTBEAT_SECONDS", "LR_RANGE", "RATIO_RANGE", "ROUND_TO_CHOICES", "STEPS_RANGE", "STUDY_SCHEMA_VERSION",
