@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autocompress.profile import count_flops, count_params, evaluate, is_quantized
+from autocompress.profile import count_flops, count_params, evaluate, is_quantized, layer_breakdown
 from autocompress.pruning import PruningConfig, prune
 from autocompress.quantization import StaticQuantization, quantize
 from autocompress.task import BUILTIN_TASKS, load_task
@@ -133,6 +133,20 @@ def test_untrained_resnet_is_prunable_and_statically_quantizable(split):
     quantized = quantize(model, StaticQuantization(calibration_batches=2), calibration, x, progress=False)
     assert is_quantized(quantized.model) and quantized.graph_mode == "fx"
     assert quantized.model(x).shape == (1, 10)
+
+
+# The FX-converted ResNet computes its residual adds with torch.ops.quantized.add_relu; the float stand-in that
+# counts a quantized model's MACs (profile._float_shadow) keeps that op and runs it on float tensors, so every
+# static or QAT result on this task fails to be measured. Remove the mark with the fix in profile.py.
+@pytest.mark.xfail(raises=NotImplementedError, strict=True,
+                   reason="profile._float_shadow keeps quantized::add_relu (the residual add) in the FX graph")
+def test_macs_of_the_static_int8_resnet_are_its_float_macs_less_folded_batchnorm(split):
+    model = mnist.MnistResNet().eval()
+    x = split[1].tensors[0][:1]
+    calibration = torch.utils.data.DataLoader(split[0], batch_size=64)
+    quantized = quantize(model, StaticQuantization(calibration_batches=2), calibration, x, progress=False).model
+    batchnorm_macs = sum(r.flops for r in layer_breakdown(model, x) if r.type == "BatchNorm2d")
+    assert count_flops(quantized, x) == count_flops(model, x) - batchnorm_macs > 0
 
 
 @pytest.mark.slow
