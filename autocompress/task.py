@@ -24,6 +24,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "digits": "autocompress.tasks.digits:task",
     "text": "autocompress.tasks.text:task",
     "reviews": "autocompress.tasks.reviews:task",
+    "mnist": "autocompress.tasks.mnist:task",
 }
 
 DataSource = Dataset | DataLoader
