@@ -165,6 +165,22 @@ def _float_twin(module: nn.Module) -> nn.Module | None:
     return nn.Identity()  # quant/dequant stubs, quantized dropout and activations: no MACs
 
 
+def _add_relu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.relu(a + b)
+
+
+def _mul_relu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.relu(a * b)
+
+
+def _float_functional() -> dict[Any, Any]:
+    """FX-converted int8 functional ops (a residual add, a product) -> float functions of their first two
+    operands; the output scale and zero point that follow them are dropped."""
+    q = torch.ops.quantized
+    return {q.add: torch.add, q.add_relu: _add_relu, q.mul: torch.mul,
+            q.mul_relu: _mul_relu, q.add_scalar: torch.add, q.mul_scalar: torch.mul}
+
+
 def _float_shadow(model: nn.Module) -> nn.Module:
     """A float stand-in of a quantized model, with the same module names and shapes, for fvcore.
 
@@ -179,12 +195,17 @@ def _float_shadow(model: nn.Module) -> nn.Module:
         if twin is not None:
             shadow.set_submodule(name, twin)
     if isinstance(shadow, torch.fx.GraphModule):
+        functional = _float_functional()
         for node in list(shadow.graph.nodes):
             is_quant = node.op == "call_function" and node.target in (torch.quantize_per_tensor,
                                                                        torch.quantize_per_channel)
             if is_quant or (node.op == "call_method" and node.target == "dequantize"):
                 node.replace_all_uses_with(node.args[0])
                 shadow.graph.erase_node(node)
+            elif node.op == "call_function":  # a residual add of a quantized ResNet (quantized::add_relu)
+                float_op = functional.get(getattr(node.target, "overloadpacket", node.target))
+                if float_op is not None:
+                    node.target, node.args, node.kwargs = float_op, node.args[:2], {}
         shadow.graph.eliminate_dead_code()
         shadow.recompile()
     return shadow

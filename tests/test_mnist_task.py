@@ -135,11 +135,9 @@ def test_untrained_resnet_is_prunable_and_statically_quantizable(split):
     assert quantized.model(x).shape == (1, 10)
 
 
-# The FX-converted ResNet computes its residual adds with torch.ops.quantized.add_relu; the float stand-in that
-# counts a quantized model's MACs (profile._float_shadow) keeps that op and runs it on float tensors, so every
-# static or QAT result on this task fails to be measured. Remove the mark with the fix in profile.py.
-@pytest.mark.xfail(raises=NotImplementedError, strict=True,
-                   reason="profile._float_shadow keeps quantized::add_relu (the residual add) in the FX graph")
+# Bug: the FX-converted ResNet computes its residual adds with torch.ops.quantized.add_relu, and the float
+# stand-in that counts a quantized model's MACs (profile._float_shadow) kept that op and ran it on float
+# tensors (NotImplementedError), so no static or QAT result on this task could be measured.
 def test_macs_of_the_static_int8_resnet_are_its_float_macs_less_folded_batchnorm(split):
     model = mnist.MnistResNet().eval()
     x = split[1].tensors[0][:1]

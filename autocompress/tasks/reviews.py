@@ -16,6 +16,8 @@ This is the task on which a real pretrained encoder's compression is measured (`
 
 from __future__ import annotations
 
+import pickle
+
 import importlib.util
 import logging
 import random
@@ -189,7 +191,9 @@ def cached_model(split: ReviewsSplit | None = None) -> tuple[SentenceClassifier,
         try:
             model.classifier.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             return model, tokenizer
-        except (RuntimeError, OSError, ValueError) as exc:  # a corrupt cache is refitted, never trusted
+        # A corrupt cache is refitted, never trusted: torch.load raises EOFError on an empty file and
+        # UnpicklingError on garbage; load_state_dict RuntimeError/TypeError on the wrong tensors or no dict.
+        except (RuntimeError, OSError, ValueError, TypeError, EOFError, pickle.UnpicklingError) as exc:
             log.warning("cached reviews head %s is unreadable (%s); refitting", path, exc)
     split = split or load_split()
     head = fit_head(model, TokenizedTexts(tokenizer, split.train_texts, split.train_labels))
