@@ -16,10 +16,9 @@ This is the task on which a real pretrained encoder's compression is measured (`
 
 from __future__ import annotations
 
-import pickle
-
 import importlib.util
 import logging
+import pickle
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
