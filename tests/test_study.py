@@ -468,3 +468,23 @@ def test_uniform_dial_and_hand_recipe_neighbour():
     assert (hand.pruning.strategy, hand.pruning.ratio, hand.quantization_mode) == ("uniform", 0.8, "static")
     assert hand.distillation.technique.name == "combined"
     assert any(n.pruning.layer_ratios for n in st.neighbours(seed, space))
+
+
+def test_int8_is_not_proposed_for_macs_alone_and_the_edge_design_starts_at_the_estimate():
+    from autocompress.pruning import Sensitivity
+    from autocompress.requirements import Requirements
+
+    modes, notes = st.proposable_quantization(_cnn_profile(), ("none", "dynamic", "static", "qat"), ("flops",))
+    assert modes == ("none",) and len(notes) == 3 and "gain nothing for flops" in notes[0]
+    scan = Sensitivity(scores={"a": 0.5, "b": 0.05}, params={"a": 100, "b": 100}, baseline_loss=0.1, ratio=0.5)
+    space = st.SearchSpace.for_model(_cnn_profile(), Requirements(budget="high"), seed_ratio=0.3,
+                                     sensitivity=scan.to_dict(), objectives=("size",))
+    seed = st.plan_from_trial(optuna.trial.FixedTrial({
+        "quantization.mode": "qat", "pruning.keep": 0.7, "pruning.technique": "lamp", "pruning.strategy": "conv",
+        "pruning.steps": 1, "pruning.round_to": 0, "distillation.technique": "finetune",
+        "distillation.lr": 1e-3}), space)
+    design = st.edge_design(seed, space, 0.9, 4)
+    assert [(p.pruning.ratio, p.pruning.sensitivity_weight) for p in design] == [(0.9, 0.0), (0.9, 0.5)]
+    assert all(p.pruning.strategy == "uniform" and p.quantization_mode == "static" for p in design)
+    for plan in design:  # the 95% step is capped at the space's smallest kept fraction (10%), so not repeated
+        assert st.plan_from_trial(optuna.trial.FixedTrial(st.trial_params_from_plan(plan, space)), space) == plan

@@ -22,10 +22,11 @@ from ..threads import WorkerRegistry, process_alive
 from ._common import ATTR, STUDY_SCHEMA_VERSION, StudyError
 from .objective import WORKER_ATTR, StudyContext, make_objective, worker
 from .results import failure_attr
-from .space import SearchSpace, neighbours, trial_params_from_plan
+from .space import SearchSpace, edge_design, neighbours, trial_params_from_plan
 from .storage import artifact_dir, mask_url, resolve_storage
 
 FINISHED = ("COMPLETE", "FAIL", "PRUNED")
+EDGE_MIN_TRIALS = 8  # studies this long also start at the estimate's edge (two trials; four from 16 trials)
 
 
 def finished_trials(study: Any) -> list[Any]:
@@ -209,7 +210,12 @@ def _create_and_seed(start: _Start, backend: Any, name: str, url: str, seed: int
                 "seed_plan": start.seed_plan.to_dict(), "reasons": start.reasons, "artifacts": str(start.artifacts),
                 "original_widths": start.original_widths, "estimate": start.estimate,
             })
-            for plan in [start.seed_plan, *neighbours(start.seed_plan, start.space)[:max(0, n_neighbours)]]:
+            seeds = [start.seed_plan, *neighbours(start.seed_plan, start.space)[:max(0, n_neighbours)]]
+            if start.estimate and trials >= EDGE_MIN_TRIALS:
+                edge = edge_design(start.seed_plan, start.space, float(start.estimate["ratio_range"][1]),
+                                   4 if trials >= 2 * EDGE_MIN_TRIALS else 2)
+                seeds += [p for p in edge if p not in seeds]
+            for plan in seeds:
                 study.enqueue_trial(trial_params_from_plan(plan, start.space),
                                     user_attrs={"seeded": plan is start.seed_plan})
             for params in enqueue:

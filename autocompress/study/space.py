@@ -25,6 +25,9 @@ TRANSFORMER_LR_RANGE = (1e-5, 3e-4)  # fine-tuning a pretrained transformer: abo
 ALPHA_RANGE = (0.1, 0.9)
 TEMPERATURE_RANGE = (1.0, 8.0)
 ROUND_TO_CHOICES = (0, 16)  # 0: free widths
+# The dial the seeded trials use: at 50% pruning of digits, untrained, 0.5 kept 0.96 accuracy where 1.0 kept
+# 0.63 (full weighting sends the least sensitive layer to the 95% cap) and uniform 0.38.
+EDGE_WEIGHT = 0.5
 SENSITIVITY_WEIGHT_STEP = 0.25  # the dial from uniform widths (0) to fully sensitivity-weighted ones (1)
 # The kept fraction (1 - ratio) is searched on a log scale around the seed's: from a third of it to three times
 # it, and always over the hand recipe's region (50% to 90% of every layer's channels pruned).
@@ -134,13 +137,18 @@ def proposable_quantization(profile: Any, modes: tuple[str, ...], objectives: tu
     A mode is left out when another mode in ``modes`` is expected to do at least as well for every objective and
     better for one (the selector's :func:`~autocompress.selection.quantization_gain`): dynamic int8 of a CNN
     quantizes only its linear layers, so for size static int8's 4x beats it, and for MACs and latency it gains
-    nothing over static. ``none`` is always kept: it is the search's accuracy anchor.
+    nothing over static. A mode expected to gain nothing on any objective (any int8 mode for MACs alone) is left
+    out too. ``none`` is always kept: it is the search's accuracy anchor.
     """
     from ..selection import quantization_gain
 
     gains = {m: [quantization_gain(profile, o, m) for o in objectives] for m in modes}
     kept, notes = [], []
     for mode in modes:
+        if mode != "none" and all(g <= 1.0 for g in gains[mode]):
+            notes.append(f"quantization {mode} not proposed: it is expected to gain nothing for "
+                         f"{', '.join(objectives)} (int8 does the same MACs), and costs accuracy")
+            continue
         better = next((o for o in modes if o != mode and all(a >= b for a, b in zip(gains[o], gains[mode]))
                        and any(a > b for a, b in zip(gains[o], gains[mode]))), None)
         if mode != "none" and better is not None:
@@ -311,6 +319,37 @@ def _check_in_space(params: dict[str, Any], plan: Any, space: SearchSpace) -> No
                          "a plan the trials can express", "check the plan against SearchSpace")
 
 
+def hand_recipe(plan: Any, space: SearchSpace, ratio: float, weight: float = 0.0) -> Any:
+    """``plan`` made the hand recipe at ``ratio``: the same share of every layer (``weight`` > 0: weighted by the
+    study's sensitivity scan), combined distillation, static int8 where the space offers it."""
+    from ..distillation import CombinedDistillation
+    from ..quantization import quantization_config
+
+    pruning = plan.pruning.replace(strategy="uniform", ratio=ratio, round_to=None, head_ratio=None,
+                                   layer_ratios=None, sensitivity_weight=0.0)
+    if weight > 0 and space.sensitivity is not None and ratio > 0:
+        from ..pruning import Sensitivity, layer_ratios
+
+        pruning = pruning.replace(layer_ratios=layer_ratios(Sensitivity.from_dict(space.sensitivity), ratio, weight),
+                                  sensitivity_weight=weight)
+    hand = plan.replace(pruning=pruning, distillation=plan.distillation.replace(technique=CombinedDistillation()))
+    if "static" in space.quantization:
+        hand = hand.replace(quantization=quantization_config("static", backend=space.backend))
+    return hand
+
+
+def edge_design(plan: Any, space: SearchSpace, high_ratio: float, count: int) -> list[Any]:
+    """Start-up trials at the edge the estimate found: the hand recipe, uniform and sensitivity-weighted (dial
+    :data:`EDGE_WEIGHT`), at the estimate's high ratio and 5 points beyond, ``count`` of them, in that order.
+    The study's best reduction lies at the edge of what the threshold allows; these start the search there."""
+    if "uniform" not in space.strategies or high_ratio <= 0:
+        return []
+    cap = 1.0 - space.keep_range[0] if space.keep_range is not None else RATIO_RANGE[1]
+    ratios = [round(min(cap, high_ratio + step), 4) for step in (0.0, 0.05)]
+    design = [hand_recipe(plan, space, r, w) for r in dict.fromkeys(ratios) for w in (0.0, EDGE_WEIGHT)]
+    return design[:count]
+
+
 def neighbours(plan: Any, space: SearchSpace | None = None) -> list[Any]:
     """The seed's closest alternatives, most useful first (``--neighbours K`` enqueues the first K).
 
@@ -323,7 +362,8 @@ def neighbours(plan: Any, space: SearchSpace | None = None) -> list[Any]:
 
     With a ``space`` that searches the ``uniform`` strategy, the first neighbour is the hand recipe at the seed's
     ratio (the same share of every layer, combined distillation, static int8 where the space quantizes), and the
-    third the same widths weighted by the sensitivity scan: the search starts on the hand recipe's ground.
+    third the same widths weighted by the sensitivity scan (dial 0.5): the search starts on the hand recipe's
+    ground.
     """
     from ..distillation import CombinedDistillation
 
@@ -356,7 +396,8 @@ def neighbours(plan: Any, space: SearchSpace | None = None) -> list[Any]:
             from ..pruning import Sensitivity, layer_ratios
 
             weighted = hand.replace(pruning=hand.pruning.replace(
-                layer_ratios=layer_ratios(Sensitivity.from_dict(space.sensitivity), r, 1.0), sensitivity_weight=1.0))
+                layer_ratios=layer_ratios(Sensitivity.from_dict(space.sensitivity), r, EDGE_WEIGHT),
+                sensitivity_weight=EDGE_WEIGHT))
     candidates = [trained, hand, milder, weighted, untrimmed, distilled, with_keep(0.8), with_keep(2.0)]
     out: list[Any] = []
     for candidate in candidates:
