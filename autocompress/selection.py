@@ -11,7 +11,8 @@ The rules follow the thesis (section 4.2) as restated in the design notes, with 
 - distillation: hard-target when compute is scarce or the metric is accuracy, soft-target for nuanced metrics
   (F1, perplexity), combined otherwise.
 - quantization: none for a GPU backend, dynamic for transformers (static/QAT cannot trace their attention),
-  QAT on CPU with compute to retrain, else static when more than 2 points may be lost, else dynamic.
+  none for a MACs objective (int8 does the same multiply-adds), QAT on CPU with compute to retrain, else static
+  when more than 2 points may be lost, else dynamic.
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ def choose_quantization(profile: Profile, req: Requirements) -> tuple[str, Reaso
                                  "transformer on CPU: dynamic int8 quantizes its linear layers, which hold "
                                  f"{100 * category_shares(profile, 'params')['linear']:.0f}% of parameters; "
                                  "static and QAT int8 cannot trace its attention")
+    if req.objective == "flops":
+        return "none", Reason("quantization", "none",
+                              "the objective is MACs, which int8 does not reduce (it does the same multiply-adds "
+                              "in 8 bits): quantizing would cost accuracy for nothing")
     if req.budget == "high":
         return "qat", Reason("quantization", "qat",
                              "CPU backend with compute to retrain: quantization-aware training keeps the most accuracy")

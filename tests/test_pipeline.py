@@ -30,7 +30,8 @@ def test_plan_json_has_profile_plan_and_reasons():
     data = json.loads(result.stdout)
     assert data["plan"]["kind"] == "plan" and data["profile"]["arch_type"] == "cnn"
     plan = Plan.load(data["plan"])
-    assert plan.quantization_mode == "qat" and plan.pruning.strategy == "conv"
+    assert plan.quantization_mode == "none" and plan.pruning.strategy == "conv"  # int8 does the same MACs
+    assert any(r.startswith("quantization = none: the objective is MACs") for r in data["reasons"])
     assert any("conv layers hold 97% of MACs; the 4.00× flops pruning target needs 78% of them" in r
                for r in data["reasons"])
     assert any(r.startswith("pruning.ratio = ") and "measured on a pruned copy" in r for r in data["reasons"])

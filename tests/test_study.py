@@ -483,8 +483,10 @@ def test_int8_is_not_proposed_for_macs_alone_and_the_edge_design_starts_at_the_e
         "quantization.mode": "qat", "pruning.keep": 0.7, "pruning.technique": "lamp", "pruning.strategy": "conv",
         "pruning.steps": 1, "pruning.round_to": 0, "distillation.technique": "finetune",
         "distillation.lr": 1e-3}), space)
-    design = st.edge_design(seed, space, 0.9, 4)
-    assert [(p.pruning.ratio, p.pruning.sensitivity_weight) for p in design] == [(0.9, 0.0), (0.9, 0.5)]
+    design = st.edge_design(seed, space, (0.7, 0.95), 4)  # 95% is capped at the space's smallest kept fraction
+    assert [(p.pruning.ratio, p.pruning.sensitivity_weight) for p in design] == [(0.825, 0.0), (0.9, 0.0),
+                                                                                  (0.825, 0.5), (0.9, 0.5)]
+    assert len(st.edge_design(seed, space, (0.7, 0.95), 2)) == 2
     assert all(p.pruning.strategy == "uniform" and p.quantization_mode == "static" for p in design)
-    for plan in design:  # the 95% step is capped at the space's smallest kept fraction (10%), so not repeated
+    for plan in design:
         assert st.plan_from_trial(optuna.trial.FixedTrial(st.trial_params_from_plan(plan, space)), space) == plan

@@ -212,7 +212,7 @@ def _create_and_seed(start: _Start, backend: Any, name: str, url: str, seed: int
             })
             seeds = [start.seed_plan, *neighbours(start.seed_plan, start.space)[:max(0, n_neighbours)]]
             if start.estimate and trials >= EDGE_MIN_TRIALS:
-                edge = edge_design(start.seed_plan, start.space, float(start.estimate["ratio_range"][1]),
+                edge = edge_design(start.seed_plan, start.space, tuple(start.estimate["ratio_range"]),
                                    4 if trials >= 2 * EDGE_MIN_TRIALS else 2)
                 seeds += [p for p in edge if p not in seeds]
             for plan in seeds:

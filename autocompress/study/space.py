@@ -338,15 +338,17 @@ def hand_recipe(plan: Any, space: SearchSpace, ratio: float, weight: float = 0.0
     return hand
 
 
-def edge_design(plan: Any, space: SearchSpace, high_ratio: float, count: int) -> list[Any]:
-    """Start-up trials at the edge the estimate found: the hand recipe, uniform and sensitivity-weighted (dial
-    :data:`EDGE_WEIGHT`), at the estimate's high ratio and 5 points beyond, ``count`` of them, in that order.
-    The study's best reduction lies at the edge of what the threshold allows; these start the search there."""
-    if "uniform" not in space.strategies or high_ratio <= 0:
+def edge_design(plan: Any, space: SearchSpace, ratio_range: tuple[float, float], count: int) -> list[Any]:
+    """Start-up trials where the estimate puts the edge of what the threshold allows: the hand recipe (uniform)
+    at the middle of the estimate's ratio range and at its high end, then the same weighted by the sensitivity
+    scan (dial :data:`EDGE_WEIGHT`); ``count`` of them, in that order. The study's best reduction lies at that
+    edge; these start the search there."""
+    low, high = ratio_range
+    if "uniform" not in space.strategies or high <= 0:
         return []
     cap = 1.0 - space.keep_range[0] if space.keep_range is not None else RATIO_RANGE[1]
-    ratios = [round(min(cap, high_ratio + step), 4) for step in (0.0, 0.05)]
-    design = [hand_recipe(plan, space, r, w) for r in dict.fromkeys(ratios) for w in (0.0, EDGE_WEIGHT)]
+    ratios = [round(min(cap, r), 4) for r in ((low + high) / 2, high)]
+    design = [hand_recipe(plan, space, r, w) for w in (0.0, EDGE_WEIGHT) for r in dict.fromkeys(ratios)]
     return design[:count]
 
 
