@@ -88,7 +88,12 @@ def _short_recovery(model: Any, task: Any, steps: int = PROBE_STEPS) -> Any:
 
     loss_fn = task.loss_fn
     model.train()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=PROBE_LR)
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    for p in params:  # a frozen model (inference flags, a frozen backbone) is recovered whole, as distil does
+        p.requires_grad_(True)
+    if not params:
+        return model.eval()
+    optimizer = torch.optim.Adam(params, lr=PROBE_LR)
     with torch.enable_grad():
         for x, y in itertools.islice(itertools.cycle(task.train_loader(seed=0)), steps):
             optimizer.zero_grad()
@@ -166,6 +171,25 @@ def estimate(task: Any, original: Any, requirements: Any, quantization_modes: tu
                     high=round(high, 3), ratio_range=ratio_range, quantization=mode,
                     probe=tuple((r, round(d, 3)) for r, d, _ in probe),
                     seconds=round(time.perf_counter() - started, 2), notes=tuple(notes))
+
+
+def estimate_or_reason(task: Any, original: Any, requirements: Any, quantization_modes: tuple[str, ...] = ("none",)
+                       ) -> tuple[Estimate | None, str | None]:
+    """:func:`estimate`, or None and the reason when the probe fails on this model or data.
+
+    The estimate is advice: a study or a plan goes on without it. The user's model and task may raise anything
+    on the probe's pruned and briefly trained copies (a model that rejects some inputs, a loss that fails on a
+    pruned output), so every exception is caught here and its description returned; the trials then meet the
+    same failure with their own record of it.
+    """
+    from .errors import describe_error
+
+    if not applies(original):
+        return None, "no estimate for transformers yet (their route starts with the embeddings)"
+    try:
+        return estimate(task, original, requirements, quantization_modes), None
+    except Exception as exc:  # advice only: see the docstring; the reason is kept and shown
+        return None, f"no estimate: the probe failed ({describe_error(exc)})"
 
 
 def _best_mode(objective: str, modes: tuple[str, ...]) -> str:

@@ -195,7 +195,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from ..estimate import applies, estimate
+    from ..estimate import estimate_or_reason
     from ..selection import plan_task
     from ..study import SearchSpace
 
@@ -203,7 +203,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     profile, selection = plan_task(task, requirements, threads=args.threads, progress=True)
     space = SearchSpace.for_model(profile, requirements, objectives=(requirements.objective,),
                                   seed_mode=selection.plan.quantization_mode)
-    guess = estimate(task, profile, requirements, space.quantization) if applies(profile) else None
+    guess, why_not = estimate_or_reason(task, profile, requirements, space.quantization)
     if args.json:
         print(json.dumps({"profile": profile.to_dict(), **selection.to_dict(),
                           "estimate": guess.to_dict() if guess else None}, indent=2))
@@ -219,6 +219,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         console.print(f"\n{guess.describe()}")
         for note in guess.notes:
             console.print(f"  - {note}")
+    elif why_not:
+        console.print(f"\n{why_not}")
     return 0
 
 

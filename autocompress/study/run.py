@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _arch
+from ..errors import describe_error
 from ..threads import WorkerRegistry, process_alive
 from ._common import ATTR, STUDY_SCHEMA_VERSION, StudyError
 from .objective import WORKER_ATTR, StudyContext, make_objective, worker
@@ -141,11 +142,13 @@ def _measure(task: Any, task_ref: str, requirements: Any, objectives: list[str],
                                   or task.token_ids()["unk_id"] is not None, seed_ratio=selection.plan.pruning.ratio,
                                   sensitivity=sensitivity, objectives=tuple(objectives),
                                   seed_mode=selection.plan.quantization_mode)
-    from ..estimate import applies, estimate
+    from ..estimate import applies, estimate_or_reason
 
-    guess = estimate(task, original, requirements, space.quantization) if applies(original) else None
+    guess, why_not = estimate_or_reason(task, original, requirements, space.quantization)
     if guess is not None:
         say(guess.describe())
+    elif applies(original):
+        say(why_not or "no estimate")
     return _Start(task_name=task.name, task_ref=task_ref, requirements=requirements, objectives=objectives,
                   original=original, space=space, estimate=guess.to_dict() if guess else None,
                   seed_plan=selection.plan,
@@ -174,6 +177,11 @@ def _sensitivity(task: Any, original: Any, requirements: Any, say: Callable[[str
         scan = measure_sensitivity(task.model, task.example_input, batches, loss_fn=task.loss_fn)
     except PruningError as exc:  # nothing prunable layer by layer: the dial is simply not offered
         say(f"no per-layer sensitivity scan ({exc})")
+        return None
+    # The scan runs the user's model and loss on pruned copies, which may raise anything (a model that rejects
+    # some inputs); the study goes on without the dial, and its trials meet the failure with their own record.
+    except Exception as exc:
+        say(f"no per-layer sensitivity scan: the scan failed ({describe_error(exc)})")
         return None
     say(f"measured the sensitivity of {len(scan.scores)} layers in {time.perf_counter() - started:.1f}s")
     return scan.to_dict()
