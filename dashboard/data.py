@@ -92,6 +92,8 @@ def trials_frame(data: dict[str, Any], feasible_only: bool = False) -> pd.DataFr
         row: dict[str, Any] = {"trial": t["number"], "state": t["state"], "feasible": t["feasible"],
                                "seed": bool(t["seeded"]), "plan": t["plan_summary"] or ""}
         row.update({name: value for name, value in t["params"].items()})
+        if "pruning.keep" in row:  # searched as the kept fraction; shown as the ratio users think in, beside it
+            row["pruning.ratio"] = round(1.0 - float(row["pruning.keep"]), 4)
         row.update({metric_name: metric, f"drop ({unit(data)})": t["metric_drop"], "size ×": red.get("size"),
                     "FLOPs ×": red.get("flops"), "latency ×": red.get("latency"), "energy ×": red.get("energy"),
                     "seconds": t["seconds"], "note": t["aborted"] or t["error"] or ""})

@@ -154,8 +154,9 @@ def _add_study_commands(commands: Any) -> None:
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="stop starting trials after S seconds")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="the sampler's seed (default: 0)")
     p.add_argument("--neighbours", type=int, default=3, metavar="K",
-                   help="also enqueue up to K neighbours of the rule plan: milder pruning, the same with combined "
-                        "distillation, harder pruning, much milder pruning (default: 3)")
+                   help="also enqueue up to K neighbours of the rule plan: milder pruning, the hand recipe at the "
+                        "plan's ratio (CNNs, MLPs), the milder pruning with combined distillation, harder pruning, "
+                        "much milder pruning (default: 3)")
     _add_storage_options(p, name_required=False)
     _add_common(p)
     p.set_defaults(handler=handlers._cmd_study_run)

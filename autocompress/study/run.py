@@ -23,7 +23,7 @@ from ..threads import WorkerRegistry, process_alive
 from ._common import ATTR, STUDY_SCHEMA_VERSION, StudyError
 from .objective import WORKER_ATTR, StudyContext, make_objective, worker
 from .results import failure_attr
-from .space import SearchSpace, edge_design, neighbours, trial_params_from_plan
+from .space import SearchSpace, edge_design, neighbours, trial_params_from_plan, translate_params
 from .storage import artifact_dir, mask_url, resolve_storage
 
 FINISHED = ("COMPLETE", "FAIL", "PRUNED")
@@ -226,8 +226,8 @@ def _create_and_seed(start: _Start, backend: Any, name: str, url: str, seed: int
             for plan in seeds:
                 study.enqueue_trial(trial_params_from_plan(plan, start.space),
                                     user_attrs={"seeded": plan is start.seed_plan})
-            for params in enqueue:
-                study.enqueue_trial(dict(params), user_attrs={"seeded": False})
+            for params in enqueue:  # a user's `pruning.ratio` reaches a space that searches `pruning.keep`
+                study.enqueue_trial(translate_params(dict(params), start.space), user_attrs={"seeded": False})
             say(f"seeded trial 0 with the selector's plan: {start.seed_plan.summary()}")
     return study
 

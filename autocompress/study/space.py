@@ -319,6 +319,17 @@ def _check_in_space(params: dict[str, Any], plan: Any, space: SearchSpace) -> No
                          "a plan the trials can express", "check the plan against SearchSpace")
 
 
+def translate_params(params: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+    """Enqueued parameters written for the other pruning-amount parameter (``pruning.ratio`` for a space that
+    searches ``pruning.keep``, or the reverse), translated; anything else unchanged."""
+    out = dict(params)
+    if space.keep_range is not None and "pruning.ratio" in out and "pruning.keep" not in out:
+        out["pruning.keep"] = round(1.0 - float(out.pop("pruning.ratio")), 6)
+    elif space.keep_range is None and "pruning.keep" in out and "pruning.ratio" not in out:
+        out["pruning.ratio"] = round(1.0 - float(out.pop("pruning.keep")), 6)
+    return out
+
+
 def hand_recipe(plan: Any, space: SearchSpace, ratio: float, weight: float = 0.0) -> Any:
     """``plan`` made the hand recipe at ``ratio``: the same share of every layer (``weight`` > 0: weighted by the
     study's sensitivity scan), combined distillation, static int8 where the space offers it."""
@@ -362,10 +373,10 @@ def neighbours(plan: Any, space: SearchSpace | None = None) -> list[Any]:
     vocabulary also without trimming.
     Steps are in the kept fraction (1 − ratio), where they mean the same at 50% and at 90% pruning.
 
-    With a ``space`` that searches the ``uniform`` strategy, the first neighbour is the hand recipe at the seed's
-    ratio (the same share of every layer, combined distillation, static int8 where the space quantizes), and the
-    third the same widths weighted by the sensitivity scan (dial 0.5): the search starts on the hand recipe's
-    ground.
+    With a ``space`` that searches the ``uniform`` strategy, the second neighbour (after the milder one) is the
+    hand recipe at the seed's ratio (the same share of every layer, combined distillation, static int8 where the
+    space quantizes), and a later one the same widths weighted by the sensitivity scan (dial 0.5): the search
+    starts on the hand recipe's ground.
     """
     from ..distillation import CombinedDistillation
 
@@ -400,7 +411,7 @@ def neighbours(plan: Any, space: SearchSpace | None = None) -> list[Any]:
             weighted = hand.replace(pruning=hand.pruning.replace(
                 layer_ratios=layer_ratios(Sensitivity.from_dict(space.sensitivity), r, EDGE_WEIGHT),
                 sensitivity_weight=EDGE_WEIGHT))
-    candidates = [trained, hand, milder, weighted, untrimmed, distilled, with_keep(0.8), with_keep(2.0)]
+    candidates = [trained, milder, hand, untrimmed, distilled, weighted, with_keep(0.8), with_keep(2.0)]
     out: list[Any] = []
     for candidate in candidates:
         if candidate is not None and candidate not in out and candidate != plan:
