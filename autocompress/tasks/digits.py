@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from .._io import atomic_write, cache_dir
+from .._io import cache_dir
+from . import _cache
 from ..task import Task
 
 log = logging.getLogger(__name__)
@@ -90,17 +91,8 @@ def train_model(train: TensorDataset, seed: int = SEED, epochs: int = EPOCHS, de
 def cached_model(seed: int = SEED, progress: bool = True) -> DigitsCNN:
     """The trained CNN: loaded from the cache (``weights_only=True``), or trained and cached on first use."""
     path = cache_dir() / f"digits_cnn_v{MODEL_VERSION}_seed{seed}.pt"
-    model = DigitsCNN()
-    if path.is_file():
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model.eval()
-        except Exception as exc:  # a corrupt cache is rebuilt, never trusted
-            log.warning("cached digits model %s is unreadable (%s); retraining", path, exc)
-    train, _ = load_split(seed)
-    model = train_model(train, seed=seed, progress=progress)
-    atomic_write(path, lambda fh: torch.save(model.state_dict(), fh))
-    return model
+    return _cache.cached_model(path, DigitsCNN, lambda: train_model(load_split(seed)[0], seed=seed, progress=progress),
+                               "digits model")
 
 
 def task(seed: int = SEED) -> Task:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import logging
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from .._io import atomic_write, cache_dir
+from .._io import cache_dir
+from . import _cache
 from ..errors import TaskError, describe_error
 from ..task import Task
 
@@ -181,12 +181,7 @@ def cache_path(seed: int = SEED) -> Path:
 
 def _load_cached(path: Path) -> MnistResNet:
     """The cached state dict in a fresh model; raises what a corrupt file or another architecture raises."""
-    state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
-    if not isinstance(state, dict):
-        raise TypeError(f"the file holds a {type(state).__name__}, not a state dict")
-    model = MnistResNet()
-    model.load_state_dict(state)  # strict: another architecture's keys or shapes raise RuntimeError
-    return model.eval()
+    return _cache.load_state(path, MnistResNet())
 
 
 def cached_model(seed: int = SEED, progress: bool = True) -> MnistResNet:
@@ -194,16 +189,8 @@ def cached_model(seed: int = SEED, progress: bool = True) -> MnistResNet:
 
     A cache file that is corrupt or holds another architecture is rebuilt, with a one-line reason logged.
     """
-    path = cache_path(seed)
-    if path.is_file():
-        try:
-            return _load_cached(path)
-        except (RuntimeError, OSError, EOFError, TypeError, pickle.UnpicklingError) as exc:
-            log.warning("cached MNIST model %s is unusable (%s); retraining", path, describe_error(exc, limit=200))
-    train, _ = load_split(seed)
-    model = train_model(train, seed=seed, progress=progress)
-    atomic_write(path, lambda fh: torch.save(model.state_dict(), fh))
-    return model
+    return _cache.cached_model(cache_path(seed), MnistResNet,
+                               lambda: train_model(load_split(seed)[0], seed=seed, progress=progress), "MNIST model")
 
 
 def task(seed: int = SEED) -> Task:
