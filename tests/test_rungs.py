@@ -41,37 +41,49 @@ def _rule(study, **kw):
     return RungRule(study, **defaults)
 
 
-def _three_full_trials(study, gain: float = 0.06):
-    """Three trials that trained to their end; each gained ``gain`` (at most) from epoch 1 to its final metric."""
-    for first, g in [(0.90, gain), (0.91, gain / 2), (0.92, gain / 3)]:
+def _three_full_trials(study, gain: float = 0.06, start: float = 0.90):
+    """Three trials that trained to their end, at ``start`` .. ``start`` + 0.02 after epoch 1; each gained
+    ``gain`` (at most) from epoch 1 to its final metric."""
+    for first, g in [(start, gain), (start + 0.01, gain / 2), (start + 0.02, gain / 3)]:
         study.add_trial(_trial(first + g, [first, first + 0.01, first + 0.02, first + g, first + g]))
 
 
 def test_a_trial_that_cannot_reach_the_threshold_stops_at_the_first_rung_with_the_figures(tmp_path):
     study, _ = _study(tmp_path)
-    _three_full_trials(study)  # largest epoch-1 gain 0.06, x1.5 = 0.09
+    _three_full_trials(study, start=0.80)  # largest epoch-1 gain 0.06, x1.5 = 0.09
     rule = _rule(study)
     reason = rule(1, 0.85)  # at most 0.85 + 0.09 = 0.94 < 0.97
     assert reason and reason == rule.reason
     assert "epoch 1" in reason and "0.8500" in reason and "0.9400" in reason and "0.9700" in reason
-    assert "3 completed trials" in reason
+    assert "3 completed trials that stood no higher" in reason
+
+
+def test_the_gains_of_trials_that_stood_higher_do_not_stop_a_lower_trial(tmp_path):
+    # Mild trials at 0.90-0.92 after epoch 1 gained at most 0.06; a heavily pruned trial at 0.80 may gain more
+    # (on digits one went from 0.80 to 0.99): without three finished trials that stood as low, no threshold stop.
+    study, _ = _study(tmp_path)
+    _three_full_trials(study)
+    rule = _rule(study)
+    assert rule(1, 0.80) is None
+    assert rule.checks == [{"rung": 1, "best": 0.80, "trials_with_gains": 3, "trials_no_higher": 0,
+                            "optimistic": pytest.approx(0.89)}]
 
 
 def test_a_trial_that_can_reach_it_goes_on_and_is_judged_only_at_rungs(tmp_path):
     study, _ = _study(tmp_path)
     _three_full_trials(study)
     rule = _rule(study)
-    assert rule(1, 0.93) is None  # 0.93 + 0.09 = 1.02 >= 0.97
+    assert rule(1, 0.95) is None  # 0.95 + 0.09 = 1.04 >= 0.97
     assert rule(2, 0.50) is None  # epoch 2 is not a rung
-    # best so far 0.93 (the distillation keeps its best weights) + 1.5 x 0.04 (the largest epoch-3 gain) = 0.99
+    # best so far 0.95 (the distillation keeps its best weights) + 1.5 x 0.04 (the largest epoch-3 gain) = 1.01
     assert rule(3, 0.51) is None
     assert rule.reason is None and [c["rung"] for c in rule.checks] == [1, 3]
-    assert rule.checks[1]["optimistic"] == pytest.approx(0.99)
+    assert rule.checks[1]["reach"] == pytest.approx(1.01)
 
 
 def test_lower_is_better_metrics_are_judged_in_their_direction(tmp_path):
     study, _ = _study(tmp_path)
-    for first in (0.30, 0.32, 0.34):  # a loss: falls by 0.05 from epoch 1 to the end
+    for first in (0.40, 0.42, 0.44):  # a loss: falls by 0.05 from epoch 1 to the end
         study.add_trial(_trial(first - 0.05, [first, first - 0.05]))
     assert _rule(study, target=0.30, higher_is_better=False)(1, 0.40) is not None  # 0.40 - 0.075 > 0.30
     assert _rule(study, target=0.30, higher_is_better=False)(1, 0.37) is None  # 0.37 - 0.075 <= 0.30
@@ -85,12 +97,12 @@ def test_stopped_and_threshold_stopped_trials_do_not_set_the_gain_and_too_few_tr
     study.add_trial(_trial(0.5, [0.5, 0.5], state=optuna.trial.TrialState.FAIL))
     rule = _rule(study)
     assert rule(1, 0.10) is None  # one full-length trial only: nothing to go on, no stop
-    assert rule.checks == [{"rung": 1, "best": 0.10, "trials_with_gains": 1}]
+    assert rule.checks == [{"rung": 1, "best": 0.10, "trials_with_gains": 1, "trials_no_higher": 0}]
 
 
 def test_the_seed_trial_is_never_stopped_by_rungs(tmp_path):
     study, _ = _study(tmp_path)
-    _three_full_trials(study)
+    _three_full_trials(study, start=0.05)
     assert _rule(study)(1, 0.10) is not None
     seed = _rule(study, number=0, seeded=True)
     assert seed(1, 0.10) is None and seed(3, 0.10) is None and seed.reason is None
@@ -102,7 +114,7 @@ def test_the_rule_reads_trials_another_process_wrote_to_the_storage(tmp_path):
     assert rule(1, 0.80) is None  # the study is empty: no stop
     # Another worker's storage connection writes three finished trials while this one trains.
     other = optuna.load_study(study_name="r", storage=optuna.storages.RDBStorage(storage))
-    _three_full_trials(other)
+    _three_full_trials(other, start=0.70)
     reason = rule(3, 0.82)
     assert reason and "epoch 3" in reason and "0.9700" in reason
 

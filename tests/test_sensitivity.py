@@ -92,11 +92,20 @@ def test_intermediate_weights_lie_between_uniform_and_fully_weighted():
 
 
 def test_clipped_layers_hand_their_share_to_the_others():
-    # "d" and "c" hurt least: at mean 0.8 they hit the 0.95 cap and the rest still reach the mean.
+    # "d" and "c" hurt least: at mean 0.8 (keep 0.2) they hit the cap, keeping half the uniform fraction (ratio
+    # 0.9), and the rest still reach the mean.
     sensitivity = _synthetic()
     ratios = dict(layer_ratios(sensitivity, 0.8, 1.0))
-    assert ratios["d"] == 0.95
+    assert ratios["d"] == pytest.approx(0.9)
     assert abs(_weighted_mean(sensitivity, ratios.items()) - 0.8) <= 0.02
+
+
+@pytest.mark.parametrize("mean_ratio", [0.3, 0.6, 0.8, 0.9])
+def test_every_layer_keeps_between_half_and_twice_the_uniform_fraction(scan, mean_ratio):
+    keep = 1 - mean_ratio
+    for sensitivity in (scan, _synthetic()):
+        for _, ratio in layer_ratios(sensitivity, mean_ratio, 1.0):
+            assert keep / 2 - 1e-6 <= 1 - ratio <= min(1.0, 2 * keep) + 1e-6
 
 
 @pytest.mark.parametrize("mean_ratio,weight", [(0.99, 0.5), (-0.1, 0.5), (0.5, 1.5), (0.5, True)])

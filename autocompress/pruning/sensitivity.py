@@ -33,6 +33,7 @@ from .errors import PruningError, PruningWarning
 from .importance import technique_config, technique_name
 
 MAX_LAYER_RATIO = 0.95  # no layer is asked to lose more than this share of its channels
+KEEP_SPREAD = 2.0  # a weighted layer keeps between 1/KEEP_SPREAD and KEEP_SPREAD times the uniform kept fraction
 VERSION = 1  # of the stored record
 
 Loss = Callable[[Any, torch.Tensor], torch.Tensor]
@@ -151,14 +152,17 @@ def layer_ratios(sensitivity: Sensitivity, mean_ratio: float, weight: float) -> 
     With ``s_l`` layer l's score (floored at 5% of the mean positive score, so a layer that did not hurt is
     not given an infinite ratio) and ``P_l`` its parameters::
 
-        ratio_l = clip(c * s_l ** -weight, 0, 0.95)
+        ratio_l = clip(c * s_l ** -weight, 1 - 2 k, min(0.95, 1 - k / 2))      with k = 1 - mean_ratio
 
     where ``c`` is found by bisection so that the parameter-weighted mean ``sum(P_l * ratio_l) / sum(P_l)``
     equals ``mean_ratio``: about as many parameters go as with the uniform recipe. ``weight`` 0 gives every
     layer ``mean_ratio`` exactly (the uniform hand recipe); ``weight`` 1 makes a layer's ratio inversely
     proportional to how much it hurt, so the layers that hurt more keep more channels; weights in between
-    interpolate geometrically (``(s_mean / s_l) ** weight``). Clipping at 0.95 is inside the bisection, so the
-    mean holds after it (the channels a clipped layer cannot lose go to the others). With no positive score
+    interpolate geometrically (``(s_mean / s_l) ** weight``). Each layer keeps between half and twice the
+    uniform kept fraction (:data:`KEEP_SPREAD`): the scan prunes one layer at a time at one ratio, and says
+    little about two layers cut to 5% in series (on digits, unbounded weights sent the two least sensitive layers
+    to 95% and lost 50 points where uniform widths at the same mean lost 1.3). Clipping is inside the bisection,
+    so the mean holds after it (the channels a clipped layer cannot lose go to the others). With no positive score
     the scan says nothing and the ratios are uniform.
     """
     for label, value, top in (("mean_ratio", mean_ratio, MAX_LAYER_RATIO), ("weight", weight, 1.0)):
@@ -170,17 +174,19 @@ def layer_ratios(sensitivity: Sensitivity, mean_ratio: float, weight: float) -> 
         return tuple((n, float(mean_ratio)) for n in names)
     floor = 0.05 * sum(positive) / len(positive)
     raw = {n: max(sensitivity.scores[n], floor) ** -weight for n in names}
+    keep = 1.0 - mean_ratio
+    lowest, highest = max(0.0, 1.0 - KEEP_SPREAD * keep), min(MAX_LAYER_RATIO, 1.0 - keep / KEEP_SPREAD)
     params = {n: max(sensitivity.params.get(n, 0), 0) for n in names}
     if sum(params.values()) == 0:
         params = {n: 1 for n in names}
     total = sum(params.values())
 
     def mean_at(c: float) -> float:
-        return sum(params[n] * min(c * raw[n], MAX_LAYER_RATIO) for n in names) / total
+        return sum(params[n] * min(max(c * raw[n], lowest), highest) for n in names) / total
 
-    low, high = 0.0, MAX_LAYER_RATIO / min(raw.values())  # at ``high`` every layer is clipped: mean 0.95
+    low, high = 0.0, highest / min(raw.values())  # at ``high`` every layer is at its highest ratio
     for _ in range(100):
         middle = (low + high) / 2
         low, high = (middle, high) if mean_at(middle) < mean_ratio else (low, middle)
     c = (low + high) / 2
-    return tuple((n, round(min(c * raw[n], MAX_LAYER_RATIO), 6)) for n in names)
+    return tuple((n, round(min(max(c * raw[n], lowest), highest), 6)) for n in names)

@@ -9,8 +9,10 @@ At each rung (after epochs 1 and 3 by default; rungs at or past the epoch budget
 a trial's best metric so far is compared with the study's other trials, in the spirit of successive halving:
 
 - **Gain bound.** The largest gain from a rung to the final measured metric (after quantization) that a
-  completed trial showed, times :data:`GAIN_MARGIN`. Only trials that trained to their end (budget or patience)
-  count: a stopped trial's gain was cut short. With fewer than :data:`MIN_TRIALS` such trials the bound is
+  completed trial showed, times :data:`GAIN_MARGIN`, among the trials that stood no higher at that rung than
+  this one (a model that starts lower recovers more: mild trials' gains would stop the heavily pruned ones the
+  front needs). Only trials that trained to their end (budget or patience) count: a stopped trial's gain was cut
+  short. With fewer than :data:`MIN_TRIALS` such trials the bound is
   ``default_gain`` (infinite: no rung stop until the study has seen enough trials). *Optimistic final* = best
   so far + the bound.
 - **(a) Threshold.** Stop when the optimistic final cannot reach the metric the threshold needs.
@@ -120,31 +122,44 @@ class RungRule:
         peers = self._peers(rung)
         gains = sorted(p.final - p.at_rung for p in peers  # type: ignore[operator]
                        if p.final is not None and p.at_rung is not None and p.full_run)
-        enough = bool(gains) and len(gains) >= self.min_trials
-        bound = max(0.0, gains[-1]) * self.margin if enough else self.default_gain
-        optimistic = best + bound
+        # The threshold is judged only on trials that stood no higher at this rung: a heavily pruned model
+        # recovers far more after epoch 1 than the mild trials that finish first (digits: a trial at 0.80 after
+        # epoch 1 ended feasible at 0.99, where the mild trials had gained at most 0.04; stopping it cost the
+        # study its best FLOPs point).
+        below = sorted(p.final - p.at_rung for p in peers  # type: ignore[operator]
+                       if p.final is not None and p.at_rung is not None and p.full_run and p.at_rung <= best)
+        reach_bound, front_bound = self._bound(below), self._bound(gains)
+        reach, optimistic = best + reach_bound, best + front_bound
+        check: dict[str, Any] = {"rung": rung, "best": self._shown(best), "trials_with_gains": len(gains),
+                                 "trials_no_higher": len(below)}
+        if math.isfinite(reach):
+            check["reach"] = self._shown(reach)
+        if math.isfinite(optimistic):
+            check["optimistic"] = self._shown(optimistic)
+        self.checks.append(check)
+        head = f"rung stop at epoch {rung}: best {self.metric_name} {self._shown(best):.4f}, at most "
+        gain_of = f"{self.margin:g}x the largest epoch-{rung}-to-final gain of"
+        if math.isfinite(reach) and reach < self._score(self.target):
+            return (f"{head}{self._shown(reach):.4f} at the end (+{reach_bound:.4f}: {gain_of} {len(below)} "
+                    f"completed trials that stood no higher at epoch {rung}) cannot reach the "
+                    f"{self.target:.4f} the threshold needs")
         if not math.isfinite(optimistic):
-            self.checks.append({"rung": rung, "best": self._shown(best), "trials_with_gains": len(gains)})
             return None
-        goal = self._score(self.target)
-        self.checks.append({"rung": rung, "best": self._shown(best), "optimistic": self._shown(optimistic),
-                            "trials_with_gains": len(gains)})
-        why = (f"{self.margin:g}x the largest epoch-{rung}-to-final gain of {len(gains)} completed trials"
-               if enough else f"the default optimism, {len(gains)} trials with gains")
-        here = (f"rung stop at epoch {rung}: best {self.metric_name} {self._shown(best):.4f}, at most "
-                f"{self._shown(optimistic):.4f} at the end (+{bound:.4f}: {why})")
-        if optimistic < goal:
-            return f"{here} cannot reach the {self.target:.4f} the threshold needs"
         better = [p for p in peers if p.feasible and p.final is not None and p.final >= optimistic
                   and self._comparable(p)]
         if better and (mine := self._structure_now()) is not None:
             smaller = [p for p in better if _no_larger(p.pruned, mine)]
             if smaller:
                 top = max(smaller, key=lambda p: (p.final, -p.number))
-                return (f"{here} cannot beat feasible trial {top.number} ({self.metric_name} "
-                        f"{self._shown(top.final):.4f}, pruned to {_figures(top.pruned)} against this trial's "
-                        f"{_figures(mine)}, same quantization and embeddings)")
+                return (f"{head}{self._shown(optimistic):.4f} at the end (+{front_bound:.4f}: {gain_of} "
+                        f"{len(gains)} completed trials) cannot beat feasible trial {top.number} "
+                        f"({self.metric_name} {self._shown(top.final):.4f}, pruned to {_figures(top.pruned)} "
+                        f"against this trial's {_figures(mine)}, same quantization and embeddings)")
         return self._rank(rung, best, peers, gains)
+
+    def _bound(self, gains: list[float]) -> float:
+        """The optimistic gain: the largest of ``gains`` times the margin, or the default with too few."""
+        return max(0.0, gains[-1]) * self.margin if len(gains) >= self.min_trials else self.default_gain
 
     def _rank(self, rung: int, best: float, peers: list[_Peer], gains: list[float]) -> str | None:
         reached = [p for p in peers if p.at_rung is not None]
