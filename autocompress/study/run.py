@@ -88,6 +88,8 @@ def run_study(task_ref: str, requirements: Any, objectives: list[str], trials: i
                        artifacts=start.artifacts, device=device, log=log, threads=threads, workers=workers)
     callbacks: list[Any] = [optuna.study.MaxTrialsCallback(
         trials, states=tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED))]
+    if ctx.space.keep_range is not None:
+        callbacks.append(_edge_callback(trials, objectives, requirements, ctx.space.keep_range[0], say))
     if on_trial is not None:
         callbacks.append(lambda s, t: on_trial(s, t))
     with workers, warnings.catch_warnings():  # registered while it runs: the workers here share the cores
@@ -98,6 +100,22 @@ def run_study(task_ref: str, requirements: Any, objectives: list[str], trials: i
         study.optimize(make_objective(ctx), n_trials=missing, timeout=timeout, catch=(Exception,),
                        callbacks=callbacks)
     return study
+
+
+def _edge_callback(trials: int, objectives: list[str], requirements: Any, keep_floor: float,
+                   say: Callable[[str], None]) -> Callable[[Any, Any], None]:
+    """After each trial: queue the next bisection trial at the threshold's edge (see :mod:`.edge`)."""
+    from .edge import enqueue_edge_trial
+
+    primary = 1 + (objectives.index(requirements.objective) if requirements.objective in objectives else 0)
+
+    def callback(study: Any, trial: Any) -> None:
+        record = enqueue_edge_trial(study, trials, primary, keep_floor)
+        if record is not None:
+            below = f"and infeasible trial {record['below']}" if record["below"] is not None else "(a step further)"
+            say(f"queued an edge trial: keep {record['keep']:g}, between feasible trial {record['anchor']} {below}")
+
+    return callback
 
 
 @dataclass(frozen=True)
