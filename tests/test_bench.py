@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 
@@ -76,6 +77,9 @@ def test_tiny_benchmark_writes_its_tables(tmp_path):
     for heading in ("## 1. Performance preservation", "## 2. Targets", "## 3. Side by side",
                     "## Where a trial's time goes", "Versions: python"):
         assert heading in md
+    epochs = re.search(r"Epochs trained \(.*\): digits: size study of (\d+) trials (\d+)\.", md)
+    assert epochs and int(epochs.group(2)) >= 1  # every trial trains at least one epoch (budget low: at most 5)
+    assert int(epochs.group(2)) <= 5 * int(epochs.group(1))
 
 
 def test_a_baseline_without_a_result_is_not_run_not_dominated():

@@ -63,6 +63,7 @@ class _Runner:
         self.log = log
         self.rows: list[Row] = []
         self.seconds: dict[str, float] = {}
+        self.epochs: dict[str, int] = {}  # epochs trained by each side-by-side study (rungs and aborts save some)
         self.timing: dict[str, Any] = {}
         self.counter = 0
         self.sweeps: dict[str, list[Row]] = {}  # task name -> the hand recipe's runs (see hand_recipe_sweep)
@@ -141,6 +142,8 @@ class _Runner:
                             "rename the key")
             target = float(target)
             run = self.study(task_ref, objective, [objective], max_drop, target, int(section["trials"]))
+            self.epochs[f"{task_name}: {objective} study of {len(run.records)} trials"] = \
+                acs.results.study_epochs(run.study)
             if objective == "size":
                 self.timing = trial_timing(run.study)
                 self.seconds[f"{task_name}: study of {len(run.records)} trials (size)"] = run.seconds
@@ -319,7 +322,7 @@ def run_bench(path: str | Path, out_dir: str | Path | None = None, storage_dir: 
         runner = _Runner(definition, Path(storage_dir) if storage_dir else Path(tmp), say)
         runner.run()
     runner.seconds["total"] = time.perf_counter() - started
-    result = BenchResult(definition, runner.rows, machine_record(), runner.seconds, runner.timing)
+    result = BenchResult(definition, runner.rows, machine_record(), runner.seconds, runner.timing, runner.epochs)
     out.mkdir(parents=True, exist_ok=True)
     md_path, csv_path = out / f"{definition.name}.md", out / f"{definition.name}.csv"
     text = markdown(result, Path(path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ class BenchResult:
     machine: dict[str, Any]
     seconds: dict[str, float]
     timing: dict[str, Any]
+    epochs: dict[str, int] = field(default_factory=dict)  # epochs trained per side-by-side study
 
     def csv(self) -> str:
         buffer = io.StringIO()
@@ -92,7 +93,9 @@ def markdown(result: BenchResult, source: Path) -> str:
              f"`{d.budget}` for every study and baseline; tasks: {', '.join(d.tasks)}.",
              f"Machine: {m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads. Versions: "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
-             "Wall times: " + "; ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()) + ".", "",
+             "Wall times: " + "; ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()) + ".",
+             *(["Epochs trained (every trial's, stopped ones included): "
+                + "; ".join(f"{k} {v}" for k, v in result.epochs.items()) + "."] if result.epochs else []), "",
              "Reductions are X-fold (original ÷ compressed): size of the serialized weights, MACs per sample, "
              "batch-64 CPU latency (median of 30 after 5 warm-ups). Drops are in metric points (negative: better "
              "than the original).", ""]

@@ -31,7 +31,7 @@ from typing import Any
 KEEP = "pruning.keep"
 EDGE_ATTR = "edge"  # an edge trial's user attribute: {"anchor": number, "below": number or None, "keep": k}
 STEP = 0.8  # with no infeasible trial below the anchor: keep 0.8x the channels (the third neighbour's step)
-RESOLUTION = 1.06  # the edge is resolved when the bracket's kept fractions are within 6% of each other
+RESOLUTION = 1.1  # the edge is resolved when the bracket's kept fractions are within 10% of each other
 MAX_SHARE = 1 / 3  # bisection trials are at most this share of the study's trials
 _SAME = 0.01  # kept fractions within 1% of each other are the same trial
 

@@ -23,7 +23,8 @@ from ..threads import WorkerRegistry, process_alive
 from ._common import ATTR, STUDY_SCHEMA_VERSION, StudyError
 from .objective import WORKER_ATTR, StudyContext, make_objective, worker
 from .results import failure_attr
-from .space import SearchSpace, edge_design, neighbours, trial_params_from_plan, translate_params
+from .space import (SearchSpace, edge_design, neighbours, trial_params_from_plan, translate_params,
+                    unreachable_strategies)
 from .storage import artifact_dir, mask_url, resolve_storage
 
 FINISHED = ("COMPLETE", "FAIL", "PRUNED")
@@ -159,7 +160,9 @@ def _measure(task: Any, task_ref: str, requirements: Any, objectives: list[str],
     space = SearchSpace.for_model(original, requirements, vocabulary=selection.plan.embeddings.trim_vocabulary
                                   or task.token_ids()["unk_id"] is not None, seed_ratio=selection.plan.pruning.ratio,
                                   sensitivity=sensitivity, objectives=tuple(objectives),
-                                  seed_mode=selection.plan.quantization_mode)
+                                  seed_mode=selection.plan.quantization_mode,
+                                  unreachable=unreachable_strategies(task.model, task.example_input)
+                                  if original.arch_type != "transformer" else ())
     from ..estimate import applies, estimate_or_reason
 
     guess, why_not = estimate_or_reason(task, original, requirements, space.quantization)

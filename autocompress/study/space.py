@@ -65,12 +65,13 @@ class SearchSpace:
     @classmethod
     def for_model(cls, profile: Any, requirements: Any, vocabulary: bool = False, seed_ratio: float | None = None,
                   sensitivity: dict[str, Any] | None = None, objectives: tuple[str, ...] = (),
-                  seed_mode: str | None = None) -> SearchSpace:
+                  seed_mode: str | None = None, unreachable: tuple[str, ...] = ()) -> SearchSpace:
         """The space for this model; ``vocabulary``: the task's token ids allow trimming the vocabulary;
         ``seed_ratio``: the seed plan's pruning ratio, which the kept fraction is searched around;
         ``sensitivity``: the per-layer scan the ``uniform`` strategy's dial uses; ``objectives``: the study's
         costs, for which quantization modes that cannot help are not proposed (:func:`proposable_quantization`),
-        except ``seed_mode``, the seed plan's, which the study runs first."""
+        except ``seed_mode``, the seed plan's, which the study runs first; ``unreachable``: strategies that find
+        no layer to prune in this model (see :func:`unreachable_strategies`), left out with a note."""
         from ..pruning import STRATEGIES, TECHNIQUES
         from ..selection import BUDGET_EPOCHS, layer_category
 
@@ -84,6 +85,9 @@ class SearchSpace:
                            # heads and hidden size: it has heads_mlp and attention)
                            or (s == "uniform" and profile.arch_type != "transformer"
                                and bool(categories & {"conv", "linear"})))
+        notes += tuple(f"pruning strategy {s} left out: it finds no prunable layer in this model (its only "
+                       "such layers feed the output)" for s in strategies if s in unreachable)
+        strategies = tuple(s for s in strategies if s not in unreachable)
         if requirements.backend == "gpu":
             quantization: tuple[str, ...] = ("none",)
         elif profile.arch_type == "transformer":
@@ -92,7 +96,7 @@ class SearchSpace:
             quantization = ("none", "dynamic", "static", "qat")
             if objectives:
                 proposed, left_out = proposable_quantization(profile, quantization, objectives)
-                notes = tuple(n for n in left_out if n.split()[1] != seed_mode)
+                notes += tuple(n for n in left_out if n.split()[1] != seed_mode)
                 quantization = tuple(m for m in quantization if m in proposed or m == seed_mode)
         from ..transformer_route import applies
 
@@ -159,6 +163,22 @@ def proposable_quantization(profile: Any, modes: tuple[str, ...], objectives: tu
             continue
         kept.append(mode)
     return tuple(kept), notes
+
+
+def unreachable_strategies(model: Any, example_input: Any, strategies: tuple[str, ...] = ("conv", "linear")
+                           ) -> tuple[str, ...]:
+    """The layer-kind strategies among ``strategies`` that find no prunable layer in ``model`` (a ResNet's one
+    linear layer is its classifier, whose outputs are the classes): every trial proposing one would fail."""
+    from ..pruning import PruningError, prunable_layers
+
+    out = []
+    for strategy in strategies:
+        try:
+            if not prunable_layers(model, example_input, strategy):
+                out.append(strategy)
+        except PruningError:  # the model cannot be traced: the trials will say why
+            pass
+    return tuple(out)
 
 
 def keep_range_around(seed_ratio: float) -> tuple[float, float]:
