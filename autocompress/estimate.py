@@ -118,18 +118,6 @@ def _short_recovery(model: Any, task: Any, steps: int) -> Any:
     return model.eval()
 
 
-def _int8_copy(model: Any, example_input: Any) -> Any:
-    """A static int8 copy of ``model`` calibrated on the example input, or None where quantization fails."""
-    from .errors import QuantizationError
-    from .quantization import quantization_config, quantize
-
-    try:
-        return quantize(model, quantization_config("static", backend="x86"), calibration_loader=[example_input],
-                        example_input=example_input, progress=False).model
-    except QuantizationError:
-        return None
-
-
 def applies(original: Any) -> bool:
     """Whether the estimate is made: CNNs and MLPs, which the uniform probe prunes. A transformer's widths are
     tied to its heads and hidden size, and its route starts with the embeddings (not estimated yet)."""
@@ -143,7 +131,7 @@ def estimate(task: Any, original: Any, requirements: Any, quantization_modes: tu
     from .metrics import metric_drop
     from .profile import count_flops, measure_latency
     from .pruning import PruningConfig, PruningError, PruningWarning, prune
-    from .selection import INT8_LATENCY_GAIN, quantized_size_reduction
+    from .selection import INT8_LATENCY_GAIN, int8_copy, quantized_size_reduction
 
     started = time.perf_counter()
     steps = probe_steps(task)
@@ -191,7 +179,7 @@ def estimate(task: Any, original: Any, requirements: Any, quantization_modes: tu
         gain = INT8_LATENCY_GAIN.get(mode, 1.0)
         timed = model
         if mode in ("static", "qat"):  # time the int8 copy itself: the selector's 1.5x was 2.5x off on mnist
-            timed = _int8_copy(model, task.example_input)
+            timed = int8_copy(model, task.example_input)
             gain = 1.0 if timed is not None else gain
             timed = model if timed is None else timed
         elif end is None:

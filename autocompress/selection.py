@@ -221,20 +221,27 @@ SIZE_CALIBRATION_ROUNDS = 4
 CNN_FLOPS_TECHNIQUES = ("lamp", "magnitude")  # compared by the selector for a MACs target
 
 
-def quantized_size_reduction(profile: Profile, pruned: nn.Module, example_input: Any, mode: str) -> float | None:
-    """The size reduction of ``pruned`` after int8 ``mode`` (QAT's converted model is a static one), measured on
-    a copy calibrated with the example input; None where quantization fails (the trial will say why)."""
+def int8_copy(model: nn.Module, example_input: Any, mode: str = "static") -> nn.Module | None:
+    """An int8 ``mode`` copy of ``model`` (QAT's converted model is a static one) calibrated with the example
+    input; None where quantization fails (the trial will say why). For quick measurements before training."""
     from .errors import QuantizationError
-    from .profile import serialized_size_mb
     from .quantization import quantization_config, quantize
 
     config = quantization_config("static" if mode == "qat" else mode, backend="x86")
     try:
-        quantized = quantize(pruned, config, calibration_loader=[example_input], example_input=example_input,
-                             progress=False).model
-        return profile.size_mb / serialized_size_mb(quantized)
+        return quantize(model, config, calibration_loader=[example_input], example_input=example_input,
+                        progress=False).model
     except QuantizationError:
         return None
+
+
+def quantized_size_reduction(profile: Profile, pruned: nn.Module, example_input: Any, mode: str) -> float | None:
+    """The size reduction of ``pruned`` after int8 ``mode``, measured on :func:`int8_copy`; None where
+    quantization fails."""
+    from .profile import serialized_size_mb
+
+    quantized = int8_copy(pruned, example_input, mode)
+    return None if quantized is None else profile.size_mb / serialized_size_mb(quantized)
 
 
 BUDGET_EPOCHS = {"low": 5, "high": 15}  # retraining epochs the budget buys (with patience-3 early stopping)

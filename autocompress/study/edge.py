@@ -52,8 +52,9 @@ def next_edge_params(trials: Sequence[Any], primary: int, keep_floor: float) -> 
         return None
     anchor = min(feasible, key=lambda t: (t.values[primary], t.number))
     keep = float(anchor.params[KEEP])
-    family = [t for t in trials if _family(t.params) == _family(anchor.params) and KEEP in t.params]
-    below = [t for t in complete if t in family and not is_feasible(t) and float(t.params[KEEP]) < keep]
+    key = _family(anchor.params)
+    family = [t for t in trials if KEEP in t.params and _family(t.params) == key]
+    below = [t for t in complete if _family(t.params) == key and not is_feasible(t) and float(t.params[KEEP]) < keep]
     lower = max(below, key=lambda t: float(t.params[KEEP]), default=None)
     if lower is None:
         new = max(keep_floor, keep * STEP)
