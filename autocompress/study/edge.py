@@ -80,10 +80,9 @@ def next_edge_params(trials: Sequence[Any], primary: int, keep_floor: float) -> 
 
 def _over(trial: Any) -> float:
     """How far over the allowed drop a trial's metric drop is (its constraint, ``metric_drop - max_drop``)."""
-    from .objective import CONSTRAINT_KEY
+    from .objective import CONSTRAINT_KEY, trial_constraints
 
-    constraints = dict(getattr(trial, "constraints", {}) or {})
-    value = constraints.get(CONSTRAINT_KEY, trial.user_attrs.get("constraint"))
+    value = trial_constraints(trial).get(CONSTRAINT_KEY)
     return float(value) if isinstance(value, (int, float)) else math.inf
 
 

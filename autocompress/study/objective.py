@@ -78,13 +78,20 @@ def result_costs(result: Any, objectives: Sequence[str]) -> list[float]:
     return values
 
 
+def trial_constraints(trial: Any) -> dict[str, float]:
+    """A trial's constraint values (``{CONSTRAINT_KEY: metric_drop - max_drop}``), from Optuna's record or, for
+    studies made before it, the ``constraint`` attribute; empty when it has none."""
+    constraints = dict(getattr(trial, "constraints", {}) or {})
+    if not constraints and "constraint" in trial.user_attrs:
+        constraints = {CONSTRAINT_KEY: trial.user_attrs["constraint"]}
+    return constraints
+
+
 def is_feasible(trial: Any) -> bool | None:
     """A completed trial's feasibility from its Optuna constraint; None for trials that did not complete."""
     if trial.state.name != "COMPLETE":
         return None
-    constraints = dict(getattr(trial, "constraints", {}) or {})
-    if not constraints and "constraint" in trial.user_attrs:
-        constraints = {CONSTRAINT_KEY: trial.user_attrs["constraint"]}
+    constraints = trial_constraints(trial)
     return bool(constraints) and all(v <= 0 for v in constraints.values())
 
 

@@ -25,8 +25,7 @@ TRANSFORMER_LR_RANGE = (1e-5, 3e-4)  # fine-tuning a pretrained transformer: abo
 ALPHA_RANGE = (0.1, 0.9)
 TEMPERATURE_RANGE = (1.0, 8.0)
 ROUND_TO_CHOICES = (0, 16)  # 0: free widths
-# The dial the seeded trials use: at 50% pruning of digits, untrained, 0.5 kept 0.96 accuracy where 1.0 kept
-# 0.63 (full weighting sends the least sensitive layer to the 95% cap) and uniform 0.38.
+# The dial the seeded trials use: halfway from uniform widths to fully sensitivity-weighted ones.
 EDGE_WEIGHT = 0.5
 SENSITIVITY_WEIGHT_STEP = 0.25  # the dial from uniform widths (0) to fully sensitivity-weighted ones (1)
 # The kept fraction (1 - ratio) is searched on a log scale around the seed's: from a third of it to three times
