@@ -112,7 +112,12 @@ def _edge_callback(trials: int, objectives: list[str], requirements: Any, keep_f
 
     def callback(study: Any, trial: Any) -> None:
         record = enqueue_edge_trial(study, trials, primary, keep_floor)
-        if record is not None:
+        if record is None:
+            return
+        if "repair_of" in record:  # the bracket is resolved: its near miss again, with more recovery
+            say(f"queued an edge trial: trial {record['repair_of']} (keep {record['keep']:g}) again with more "
+                "recovery (combined distillation or one more pruning step)")
+        else:
             below = f"and infeasible trial {record['below']}" if record["below"] is not None else "(a step further)"
             say(f"queued an edge trial: keep {record['keep']:g}, between feasible trial {record['anchor']} {below}")
 
