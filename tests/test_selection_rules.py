@@ -55,6 +55,10 @@ def test_quantization_rules_cover_each_branch():
     assert mode == "static" and "3 points may be lost (> 2)" in reason.rule
     mode, reason = choose_quantization(CNN, Requirements(budget="low", max_drop=1))
     assert mode == "dynamic" and "only 1 points may be lost (≤ 2)" in reason.rule
+    # A CNN whose only linear layer is a small classifier: dynamic int8 would leave it about as large.
+    resnet = _profile("cnn", [("Conv2d", 97, 990), ("Linear", 2, 9), ("BatchNorm2d", 1, 1)])
+    mode, reason = choose_quantization(resnet, Requirements(budget="low", max_drop=1))
+    assert mode == "static" and "which hold 2% of parameters (about 1.02× smaller)" in reason.rule
 
 
 def test_quantization_gain_accounts_for_mode_and_objective():
