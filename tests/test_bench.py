@@ -19,7 +19,7 @@ budget: low
 seed: 0
 preservation: {thresholds: [5], trials: 2, target: 10}
 targets: {trials: 1, size: [4]}
-baselines: {trials: 2, targets: {size: 4}}
+baselines: {trials: 2, targets: {size: 4, latency: 2}}
 """
 
 
@@ -62,11 +62,15 @@ def test_tiny_benchmark_writes_its_tables(tmp_path):
     rows = list(csv.DictReader(io.StringIO((tmp_path / "results" / "tiny.csv").read_text())))
     assert [r["table"] for r in rows].count("preservation") == 1
     assert [r["table"] for r in rows].count("targets") == 1
-    methods = [r["method"] for r in rows if r["table"] == "baselines"]
+    methods = [r["method"] for r in rows if r["table"] == "baselines" and r["objective"] == "size"]
     assert methods == ["Torch-Pruning recipe (magnitude/global + fine-tune)", "dynamic int8 alone",
                        "static int8 alone",
                        bench.HAND_RECIPE,
                        "rule plan alone (trial 0)", "full study"]
+    # The latency table times the study's best against the best other baseline in one window as well.
+    timed = next(r for r in rows if r["method"] == "full study" and r["objective"] == "latency")
+    assert float(timed["latency_vs_best"]) > 0 and int(timed["latency_vs_best_rounds"]) >= 3
+    assert re.search(r"Timed side by side in one window \(batch 64, \d+ interleaved rounds, median\): \*\*\d", md)
     study = next(r for r in rows if r["method"] == "full study")
     seed = next(r for r in rows if r["method"] == "rule plan alone (trial 0)")
     assert study["dominated"] == ""  # the study is not compared with itself
@@ -77,7 +81,7 @@ def test_tiny_benchmark_writes_its_tables(tmp_path):
     for heading in ("## 1. Performance preservation", "## 2. Targets", "## 3. Side by side",
                     "## Where a trial's time goes", "Versions: python"):
         assert heading in md
-    epochs = re.search(r"Epochs trained \(.*\): digits: size study of (\d+) trials (\d+)\.", md)
+    epochs = re.search(r"Epochs trained \(.*\): digits: size study of (\d+) trials (\d+)[.;]", md)
     assert epochs and int(epochs.group(2)) >= 1  # every trial trains at least one epoch (budget low: at most 5)
     assert int(epochs.group(2)) <= 5 * int(epochs.group(1))
 

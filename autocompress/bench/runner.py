@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .definition import OBJECTIVE_KEYS, BenchDefinition, _fail, load_definition
-from .tables import BenchResult, Row, markdown
+from .tables import BenchResult, Row, best_baseline, markdown
 
 # The hand recipe a user would write, swept rather than guessed: uniform per-layer pruning from 50% to 90% in
 # steps of 5 points, distillation at the study's epoch budget, static int8; the best feasible point is the row.
@@ -164,7 +164,28 @@ class _Runner:
                 row.objective, row.threshold, row.target = objective, max_drop, target
                 if row.method != "full study":
                     row.dominated = front_dominates(run.feasible, row, objective, higher)
+            if objective == "latency" and best is not None:
+                self.time_against_best(task, run.study, best, study_row, best_baseline(rows, objective))
+            for row in rows:
+                row.model = None  # the models were kept for the timing above only
             self.rows.extend(rows)
+
+    def time_against_best(self, task: Any, study: Any, best: Any, study_row: Row, baseline: Row | None) -> None:
+        """Time the study's best trial against the best other baseline in one window (see
+        :attr:`Row.latency_vs_best`): each row's own latency was timed against the original minutes apart."""
+        from ..compare import latency_side_by_side
+        from ..export import load
+        from ..export.trial import download_trial_model
+
+        if baseline is None or baseline.model is None:
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            path = download_trial_model(study, study.trials[best.number], folder)
+            mine = load(path, base_model=task.model)
+        timed = latency_side_by_side(baseline.model, mine, task.example_input)
+        study_row.latency_vs_best, study_row.latency_vs_best_rounds = timed["ratio"], timed["rounds"]
+        self.log(f"{task.name}: study best (trial {best.number}) against {baseline.method}, one window: "
+                 f"{timed['ratio']:.2f}× ({timed['original_ms']:.2f} ms vs {timed['compressed_ms']:.2f} ms)")
 
     def baseline_runs(self, task: Any, original: Any, objective: str, target: float, max_drop: float) -> list[Row]:
         """The baselines that are single pipeline runs, at the study's training budget."""
@@ -189,7 +210,7 @@ class _Runner:
             return Row(table="baselines", task=task.name, method=method, size=red.get("size"),
                        flops=red.get("flops"), latency=red.get("latency"), metric=result.compressed.metric.get("value"),
                        drop=result.metric_drop, feasible=result.feasible, plan=plan.summary(),
-                       seconds=time.perf_counter() - started)
+                       seconds=time.perf_counter() - started, model=result.model)
 
         rows = []
         # Transformers (on CPU, with a word embedding): Torch-Pruning's own recipe for them scores by group norm,
