@@ -28,6 +28,7 @@ ROUND_TO_CHOICES = (0, 16)  # 0: free widths
 # The dial the seeded trials use: halfway from uniform widths to fully sensitivity-weighted ones.
 EDGE_WEIGHT = 0.5
 SENSITIVITY_WEIGHT_STEP = 0.25  # the dial from uniform widths (0) to fully sensitivity-weighted ones (1)
+COMPUTE_OBJECTIVES = ("flops", "latency", "energy")  # the costs that MACs stand for
 # The kept fraction (1 - ratio) is searched on a log scale around the seed's: from a third of it to three times
 # it, and always over the hand recipe's region (50% to 90% of every layer's channels pruned).
 KEEP_SPREAD = 3.0
@@ -58,6 +59,10 @@ class SearchSpace:
     # The per-layer sensitivity scan (``autocompress.pruning.Sensitivity.to_dict()``) that the ``uniform``
     # strategy's dial ``pruning.sensitivity_weight`` weighs widths by; None: no dial.
     sensitivity: dict[str, Any] | None = None
+    # What the dial's mean ratio is weighted by: ``flops`` (MACs) when the study's first objective is compute
+    # (MACs, latency, energy), so that a weighted trial removes about as many MACs as uniform widths do;
+    # ``params`` for size.
+    width_cost: str = "params"
     # Why choices were left out of this space (for the study's reasons); not part of what the trials search.
     notes: tuple[str, ...] = field(default=(), compare=False)
 
@@ -110,7 +115,8 @@ class SearchSpace:
                    # stopping) it can also end better than the original, which only the search can weigh.
                    stops=("threshold", "epochs") if route else (),
                    keep_range=None if seed_ratio is None else keep_range_around(seed_ratio),
-                   sensitivity=sensitivity if "uniform" in strategies else None, notes=notes)
+                   sensitivity=sensitivity if "uniform" in strategies else None, notes=notes,
+                   width_cost="flops" if objectives and objectives[0] in COMPUTE_OBJECTIVES else "params")
 
     def to_dict(self) -> dict[str, Any]:
         return {"techniques": list(self.techniques), "strategies": list(self.strategies),
@@ -118,7 +124,7 @@ class SearchSpace:
                 "patience": self.patience, "stop": self.stop, "distillation": list(self.distillation),
                 "embeddings": list(self.embeddings), "lr_range": list(self.lr_range), "stops": list(self.stops),
                 "keep_range": None if self.keep_range is None else list(self.keep_range),
-                "sensitivity": self.sensitivity}
+                "sensitivity": self.sensitivity, "width_cost": self.width_cost}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
@@ -130,7 +136,16 @@ class SearchSpace:
                    lr_range=tuple(data.get("lr_range", LR_RANGE)),  # type: ignore[arg-type]
                    stops=tuple(data.get("stops", ())),
                    keep_range=tuple(data["keep_range"]) if data.get("keep_range") else None,  # type: ignore[arg-type]
-                   sensitivity=data.get("sensitivity"))
+                   sensitivity=data.get("sensitivity"), width_cost=data.get("width_cost", "params"))
+
+    def widths(self, ratio: float, weight: float) -> tuple[tuple[str, float], ...]:
+        """Per-layer ratios at mean ``ratio`` and dial ``weight`` from the study's sensitivity scan (see
+        :func:`autocompress.pruning.layer_ratios`), weighted by :attr:`width_cost`."""
+        from ..pruning import Sensitivity, layer_ratios
+
+        if self.sensitivity is None:
+            raise ValueError("this search space has no sensitivity scan")
+        return layer_ratios(Sensitivity.from_dict(self.sensitivity), ratio, weight, cost=self.width_cost)
 
 
 def proposable_quantization(profile: Any, modes: tuple[str, ...], objectives: tuple[str, ...]
@@ -216,9 +231,7 @@ def plan_from_trial(trial: Any, space: SearchSpace) -> Any:
     if strategy == "uniform" and space.sensitivity is not None:
         weight = trial.suggest_float("pruning.sensitivity_weight", 0.0, 1.0, step=SENSITIVITY_WEIGHT_STEP)
         if weight > 0 and ratio > 0:
-            from ..pruning import Sensitivity, layer_ratios as weighted
-
-            layer_ratios = weighted(Sensitivity.from_dict(space.sensitivity), ratio, weight)
+            layer_ratios = space.widths(ratio, weight)
     embeddings = EmbeddingConfig()
     if space.embeddings:
         stored = trial.suggest_categorical("embeddings", list(space.embeddings))
@@ -358,10 +371,7 @@ def hand_recipe(plan: Any, space: SearchSpace, ratio: float, weight: float = 0.0
     pruning = plan.pruning.replace(strategy="uniform", ratio=ratio, round_to=None, head_ratio=None,
                                    layer_ratios=None, sensitivity_weight=0.0)
     if weight > 0 and space.sensitivity is not None and ratio > 0:
-        from ..pruning import Sensitivity, layer_ratios
-
-        pruning = pruning.replace(layer_ratios=layer_ratios(Sensitivity.from_dict(space.sensitivity), ratio, weight),
-                                  sensitivity_weight=weight)
+        pruning = pruning.replace(layer_ratios=space.widths(ratio, weight), sensitivity_weight=weight)
     hand = plan.replace(pruning=pruning, distillation=plan.distillation.replace(technique=CombinedDistillation()))
     if "static" in space.quantization:
         hand = hand.replace(quantization=quantization_config("static", backend=space.backend))
@@ -425,11 +435,8 @@ def neighbours(plan: Any, space: SearchSpace | None = None) -> list[Any]:
 
             hand = hand.replace(quantization=quantization_config("static", backend=space.backend))
         if space.sensitivity is not None:
-            from ..pruning import Sensitivity, layer_ratios
-
-            weighted = hand.replace(pruning=hand.pruning.replace(
-                layer_ratios=layer_ratios(Sensitivity.from_dict(space.sensitivity), r, EDGE_WEIGHT),
-                sensitivity_weight=EDGE_WEIGHT))
+            weighted = hand.replace(pruning=hand.pruning.replace(layer_ratios=space.widths(r, EDGE_WEIGHT),
+                                                                 sensitivity_weight=EDGE_WEIGHT))
     candidates = [trained, milder, hand, untrimmed, distilled, weighted, with_keep(0.8), with_keep(2.0)]
     out: list[Any] = []
     for candidate in candidates:
