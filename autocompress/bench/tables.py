@@ -104,8 +104,8 @@ def markdown(result: BenchResult, source: Path) -> str:
              *(["Epochs trained (every trial's, stopped ones included): "
                 + "; ".join(f"{k} {v}" for k, v in result.epochs.items()) + "."] if result.epochs else []), "",
              "Reductions are X-fold (original ÷ compressed): size of the serialized weights, MACs per sample, "
-             "batch-64 CPU latency (median of 30 after 5 warm-ups). Drops are in metric points (negative: better "
-             "than the original).", ""]
+             "batch-64 CPU latency (median of 30 after 5 warm-ups). Metric changes are in points, compressed minus "
+             "original (negative: points lost).", ""]
     lines += _preservation([r for r in rows if r.table == "preservation"])
     lines += _targets([r for r in rows if r.table == "targets"])
     lines += _baselines([r for r in rows if r.table == "baselines"])
