@@ -21,7 +21,8 @@ from torch import nn
 
 from ._tensors import ModelInput, call_model, repeat_to_batch, to_device
 from .device import resolve_device
-from .profile import _rapl_energy_uj, default_threads, estimate_energy_mj, fixed_threads, is_quantized  # one RAPL reader
+from .profile import (_rapl_energy_uj, default_threads, estimate_energy_mj, fixed_threads,  # one RAPL reader
+                      is_quantized, runs_int8)
 
 ROUNDS = 7  # alternating rounds; the ratio is the median over them
 RUNS_PER_ROUND = 5  # timed forward passes per model and round
@@ -130,8 +131,8 @@ def energy_side_by_side(original: nn.Module, candidate: nn.Module, example_input
         if all(v > 0 for v in a + b):
             return _summary(a, b, "mj", "rapl")
     # The estimate of each round from that round's latencies, so that the ratio keeps the pairing.
-    a = [estimate_energy_mj(ms, flops[0], batch, threads, is_quantized(original))
+    a = [estimate_energy_mj(ms, flops[0], batch, threads, runs_int8(original))
          for ms in latency["original_rounds_ms"]]
-    b = [estimate_energy_mj(ms, flops[1], batch, threads, is_quantized(candidate))
+    b = [estimate_energy_mj(ms, flops[1], batch, threads, runs_int8(candidate))
          for ms in latency["compressed_rounds_ms"]]
     return _summary(a, b, "mj", "estimate")

@@ -80,6 +80,7 @@ def compress(task: Task, requirements: Requirements, out: str | Path, *, formats
              threads: int | None = None, log: Callable[[str], None] | None = None) -> CompressOutcome:
     """Compress ``task``'s model under ``requirements`` into the folder ``out`` (see the module docstring)."""
     from .export import SUFFIXES, export_model, formats_for_mode
+    from .profile import runtime_program_bytes
     from .report import write_report
     from .selection import plan_task
 
@@ -88,6 +89,10 @@ def compress(task: Task, requirements: Requirements, out: str | Path, *, formats
     unknown = [f for f in formats if f not in EXTRA_FORMATS]
     if unknown:
         raise ConfigError(f"--format {unknown[0]}", f"one of {', '.join(EXTRA_FORMATS)}", "pick one of those")
+    if requirements.backend == "onnxruntime" and any(f != "onnx" for f in formats):
+        raise ConfigError(f"--format {next(f for f in formats if f != 'onnx')} with --backend onnxruntime",
+                          "no --format (the run writes model.onnx, the program it measured)",
+                          "leave out --format, or use --backend cpu for the other formats")
     out = prepare_out(out, overwrite)
     profile, selection = plan_task(task, requirements, threads=threads, progress=log is not None)
     check_formats(formats, selection.plan.quantization_mode)
@@ -104,7 +109,11 @@ def compress(task: Task, requirements: Requirements, out: str | Path, *, formats
     report["exports"], report["skipped_formats"] = exports, skipped
     final_mode = result.plan.quantization_mode
     can_hold = formats_for_mode(final_mode)
-    for fmt in ["autocompress", *formats]:
+    # The run's own file: the archive, or on the ONNX Runtime engine the .onnx program it was measured with.
+    primary = "onnx" if runtime_program_bytes(result.model) is not None else "autocompress"
+    if primary == "onnx":
+        can_hold, formats = ("onnx",), ()
+    for fmt in [primary, *formats]:
         if fmt not in can_hold:
             skipped[fmt] = (f"back-off moved the model from {selection.plan.quantization_mode} to {final_mode} "
                             f"quantization, which {fmt} cannot hold (formats that can: {', '.join(can_hold)})")
@@ -114,8 +123,8 @@ def compress(task: Task, requirements: Requirements, out: str | Path, *, formats
                                         check_inputs=task.eval_loader(), plan=result.plan.to_dict(),
                                         base_model=task.model, overwrite=overwrite)
             except ExportError as exc:
-                if fmt == "autocompress":
-                    raise  # the archive is the run's result: without it nothing was delivered
+                if fmt == primary:
+                    raise  # the run's own file: without it nothing was delivered
                 # After the work, a format that fails its reload check is skipped with the reason (exit 3), and
                 # what was written stays: a bad-input error (exit 2) would say the run never happened.
                 skipped[fmt] = str(exc)

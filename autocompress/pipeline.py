@@ -23,7 +23,7 @@ from .embeddings import EmbeddingConfig, apply_embeddings, oov_rate
 from .errors import AutocompressError, ConfigError
 from .plan import Plan
 from .profile import Profile, profile_model, profile_task
-from .quantization import convert, prepare_qat, quantization_config, quantize
+from .quantization import convert, engine_name, prepare_qat, quantization_config, quantize
 from .requirements import Requirements
 from .pruning import SOLVER_TOLERANCE, prune, solve_above
 from .selection import PRUNING_OBJECTIVE
@@ -108,6 +108,8 @@ class PipelineResult:
     timing: dict[str, float] = field(default_factory=dict)  # seconds per stage: prune, distill, quantize, measure
     side_by_side: dict[str, Any] = field(default_factory=dict)  # the same-window figures behind latency/energy
     embeddings: dict[str, Any] = field(default_factory=dict)  # ids kept and bytes saved, OOV rate, int8 rows
+    # Where ``model`` runs outside torch (the ONNX Runtime engine): the pruned, trained torch model it was made from.
+    float_model: nn.Module | None = None
 
     def report(self, reasons: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
         """The stable report: ``original``, ``compressed``, ``reduction``, ``metric_drop``, ``plan``, ``reasons``."""
@@ -203,16 +205,22 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
         quantized_rows = apply_embeddings(student.cpu(), EmbeddingConfig(int8=True))
         student = quantized_rows.model
         embedding_info["int8"] = quantized_rows.int8.to_dict() if quantized_rows.int8 else None
+    structure = None  # the torch model a runtime program was made from, where the model runs outside torch
     if mode == "qat":
         student = convert(student, calibration_loader=task.train_loader(shuffle=False), progress=progress)
-    elif mode in ("static", "dynamic"):
-        student = quantize(student.cpu(), plan.quantization, task.train_loader(shuffle=False),
+    elif mode in ("static", "dynamic") or engine_name(plan.quantization) == "onnxruntime":
+        # The ONNX Runtime engine makes every trial an ONNX program, float ones too: what is measured is what
+        # runs there.
+        structure = student.cpu()
+        student = quantize(structure, plan.quantization, task.train_loader(shuffle=False),
                            task.example_input, progress=progress).model
+        if engine_name(plan.quantization) != "onnxruntime":
+            structure = None
     lap("quantize")
 
     threads = threads or original.threads
     compressed = profile_model(student, task.example_input, task.eval_loader(), task.resolved_metric,
-                               device=measure_on, threads=threads, task_name=task.name)
+                               device=measure_on, threads=threads, task_name=task.name, structure=structure)
     side_by_side = measure_side_by_side(task, student, original, compressed, measure_on, threads)
     lap("measure")
     drop = metric_drop(original, compressed)
@@ -224,7 +232,8 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
     return PipelineResult(model=student, plan=plan, original=original, compressed=compressed, metric_drop=drop,
                           reduction=reduction, feasible=feasible, target_met=target_met,
                           seconds=time.perf_counter() - started, distillation=distil_info, pruning=pruning_info,
-                          notes=tuple(notes), timing=timing, side_by_side=side_by_side, embeddings=embedding_info)
+                          notes=tuple(notes), timing=timing, side_by_side=side_by_side, embeddings=embedding_info,
+                          float_model=structure)
 
 
 def _attempt_record(result: PipelineResult, objective: str) -> dict[str, Any]:

@@ -62,7 +62,8 @@ class Plan(Config):
             dial = f" sens {p.sensitivity_weight:g}" if p.sensitivity_weight else ""
             heads += f" (per layer {100 * min(values):.0f}-{100 * max(values):.0f}%{dial})"
         return (f"{embeddings + ' · ' if embeddings else ''}prune {technique_name(p.technique)}/{p.strategy} "
-                f"{100 * p.ratio:.0f}%{heads}{steps} · distil {distil} · quant {self.quantization_mode}")
+                f"{100 * p.ratio:.0f}%{heads}{steps} · distil {distil} · quant {self.quantization_mode}"
+                f"{' (onnxruntime)' if self.quantization.backend == 'onnxruntime' else ''}")
 
     @classmethod
     def load(cls, data: dict[str, Any] | str) -> Plan:

@@ -306,6 +306,15 @@ def is_quantized(model: nn.Module) -> bool:
     return any(_is_quantized_module(m) for m in model.modules())
 
 
+def runs_int8(model: nn.Module) -> bool:
+    """True for torch.ao int8 modules inside, or a runtime program whose quantization record is int8 (for the
+    energy estimate's cost per MAC)."""
+    if is_quantized(model):
+        return True
+    record = (getattr(model, "meta", None) or {}).get("quantization") if runtime_program_bytes(model) else None
+    return isinstance(record, dict) and record.get("mode") in ("dynamic", "static", "qat")
+
+
 def default_threads() -> int:
     """Threads for measuring when none are given: ``OMP_NUM_THREADS`` if set, else up to 4 of the cores."""
     from .threads import available_cores, env_threads
@@ -389,7 +398,7 @@ def measure_energy(model: nn.Module, example_input: ModelInput, latency_ms: floa
     The result says which (``method``: ``rapl`` or ``estimate``); an estimate is labelled as such everywhere.
     """
     threads = threads or default_threads()
-    quantized = is_quantized(model)
+    quantized = runs_int8(model)
     if _rapl_energy_uj() is not None:
         x = repeat_to_batch(to_device(example_input, "cpu"), batch)
         was_training = model.training
@@ -474,21 +483,35 @@ class Profile:
         return sum(getattr(r, of) for r in self.layers if r.type == layer_type) / total if total else 0.0
 
 
+def runtime_program_bytes(model: nn.Module) -> bytes | None:
+    """The file a model runs from when it runs outside torch (an ONNX Runtime program: its ``.onnx`` bytes),
+    else None."""
+    data = getattr(model, "onnx_bytes", None)
+    return data if isinstance(data, bytes) and getattr(model, "format", None) == "onnx" else None
+
+
 def profile_model(model: nn.Module, example_input: ModelInput, eval_loader: Any = None,
                   metric: Metric | None = None, device: str | torch.device = "auto",
-                  threads: int | None = None, task_name: str = "") -> Profile:
+                  threads: int | None = None, task_name: str = "", structure: nn.Module | None = None) -> Profile:
     """Measure a model: architecture, per-layer-type params and MACs, size, latency and (if given) the metric.
 
-    The model is not modified: measurement runs on a copy moved to the measuring device.
+    The model is not modified: measurement runs on a copy moved to the measuring device. A program that runs
+    outside torch (an ONNX Runtime session, :func:`runtime_program_bytes`) is timed and scored where it runs,
+    its size is its file's bytes, and its parameters, MACs and layers are counted on ``structure``, the torch
+    model it was made from (int8 does the same multiply-adds).
     """
-    dev = torch.device("cpu") if is_quantized(model) else resolve_device(device)
+    program = runtime_program_bytes(model)
+    if program is not None and structure is None:
+        raise ValueError("profile_model of a runtime program needs structure=<the torch model it was made from>")
+    dev = torch.device("cpu") if is_quantized(model) or program is not None else resolve_device(device)
     threads = threads or default_threads()
-    subject = copy.deepcopy(model)
+    counted = copy.deepcopy(model if program is None else structure)
     cpu_input = to_device(example_input, "cpu")
-    if not is_quantized(subject):
-        subject = subject.cpu()
-    flops_by_module = module_flops(subject, cpu_input)
-    layers = tuple(layer_breakdown(subject, cpu_input, flops_by_module))
+    if not is_quantized(counted):
+        counted = counted.cpu()
+    subject = counted if program is None else model  # what runs: latency, energy, metric
+    flops_by_module = module_flops(counted, cpu_input)
+    layers = tuple(layer_breakdown(counted, cpu_input, flops_by_module))
     latency = {f"batch_{b}": measure_latency(subject, cpu_input, b, dev, threads=threads) for b in LATENCY_BATCHES}
     flops = int(flops_by_module.get("", 0))
     energy = measure_energy(subject, cpu_input, latency["batch_64"], flops, 64, threads) if dev.type == "cpu" \
@@ -498,19 +521,19 @@ def profile_model(model: nn.Module, example_input: ModelInput, eval_loader: Any 
         metric_info = {"name": metric.name, "value": evaluate(subject, eval_loader, metric, dev),
                        "higher_is_better": metric.higher_is_better, "scale": metric.scale}
     return Profile(
-        arch_type=detect_arch(subject),
+        arch_type=detect_arch(counted),
         layers=layers,
-        params=count_params(subject),
+        params=count_params(counted),
         flops=flops,
-        size_mb=serialized_size_mb(subject.cpu() if not is_quantized(subject) else subject),
+        size_mb=serialized_size_mb(counted) if program is None else len(program) / 1e6,
         latency_ms=latency,
         energy_mj=energy,
         metric=metric_info,
         device=dev.type,
         threads=threads,
         task=task_name,
-        components=components_dict(component_breakdown(subject, flops_by_module))
-        if detect_arch(subject) == "transformer" else {},
+        components=components_dict(component_breakdown(counted, flops_by_module))
+        if detect_arch(counted) == "transformer" else {},
     )
 
 

@@ -10,7 +10,10 @@ from .config import Config, register_config
 from .errors import ConfigError
 
 OBJECTIVES = ("size", "flops", "latency", "energy")
-BACKENDS = ("cpu", "gpu")
+BACKENDS = ("cpu", "gpu", "onnxruntime")
+# The quantization engine backend each deployment backend uses (autocompress.quantization): torch.ao's x86
+# kernels on cpu, none on gpu, ONNX Runtime's tools (and its CPU session for every measurement) on onnxruntime.
+QUANTIZATION_BACKEND = {"cpu": "x86", "gpu": "gpu", "onnxruntime": "onnxruntime"}
 BUDGETS = ("low", "high")
 # Energy is measured with RAPL or estimated for CPU inference only; on CUDA every trial's cost would be NaN.
 ENERGY_ON_GPU = ("--objective energy with --backend gpu", "energy is measured for the cpu backend only",
@@ -70,12 +73,17 @@ class Requirements(Config):
         object.__setattr__(self, "target", parse_target(self.target))
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend {self.backend!r}", f"one of {', '.join(BACKENDS)}",
-                              "pass --backend cpu or --backend gpu")
+                              "pass --backend cpu, --backend onnxruntime or --backend gpu")
         if self.backend == "gpu" and self.objective == "energy":
             raise ConfigError(ENERGY_ON_GPU[0], *ENERGY_ON_GPU[1:])
         if self.budget not in BUDGETS:
             raise ConfigError(f"budget {self.budget!r}", f"one of {', '.join(BUDGETS)}",
                               "pass --budget low or --budget high")
+
+
+def quantization_backend(backend: str) -> str:
+    """The quantization config's backend for a deployment ``backend`` (:data:`QUANTIZATION_BACKEND`)."""
+    return QUANTIZATION_BACKEND[backend]
 
 
 def with_objectives(requirements: Requirements, objectives: list[str] | tuple[str, ...]) -> Requirements:

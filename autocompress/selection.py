@@ -26,7 +26,7 @@ from torch import nn
 
 from .metrics import check_max_drop, drop_unit
 from .profile import Profile
-from .requirements import Requirements
+from .requirements import Requirements, quantization_backend
 
 CAP = 0.80  # above this share of the chosen layers' weights, recovery drops sharply (thesis 4.2.2)
 QUANT_DROP_RULE = 2.0  # points: above it static PTQ is allowed, else dynamic (thesis 4.2.4)
@@ -93,6 +93,12 @@ def quantization_gain(profile: Profile, objective: str, mode: str) -> float:
 def choose_quantization(profile: Profile, req: Requirements) -> tuple[str, Reason]:
     if req.backend == "gpu":
         return "none", Reason("quantization", "none", "the backend is gpu, and int8 kernels here run on CPU only")
+    if req.backend == "onnxruntime" and profile.arch_type == "transformer" and req.objective != "flops":
+        return "static", Reason("quantization", "static",
+                                "transformer on ONNX Runtime: static QDQ int8, calibrated on training batches, "
+                                "quantizes the linear layers' weights and activations (those layers hold "
+                                f"{100 * category_shares(profile, 'params')['linear']:.0f}% of parameters); the "
+                                "study tries dynamic int8 where static loses more than the threshold")
     if profile.arch_type == "transformer":
         # torch.ao's static and QAT paths cannot trace attention blocks that take dicts of tensors, and
         # attention's matmuls stay float anyway; int8 Linear weights are the standard CPU path for transformers.
@@ -104,7 +110,7 @@ def choose_quantization(profile: Profile, req: Requirements) -> tuple[str, Reaso
         return "none", Reason("quantization", "none",
                               "the objective is MACs, which int8 does not reduce (it does the same multiply-adds "
                               "in 8 bits): quantizing would cost accuracy for nothing")
-    if req.budget == "high":
+    if req.budget == "high" and req.backend != "onnxruntime":  # the ONNX Runtime engine has no QAT yet
         return "qat", Reason("quantization", "qat",
                              "CPU backend with compute to retrain: quantization-aware training keeps the most accuracy")
     allowed, what = _allowed_points(profile, req)
@@ -407,7 +413,7 @@ def select(profile: Profile, requirements: Requirements, model: nn.Module | None
     reasons.append(Reason("distillation.epochs", str(epochs),
                           f"a {requirements.budget} budget buys up to {epochs} epochs, with early stopping "
                           "(patience 3) keeping the best model"))
-    backend = "gpu" if requirements.backend == "gpu" else "x86"
+    backend = quantization_backend(requirements.backend)
     plan = Plan(
         pruning=PruningConfig(technique=technique, strategy=strategy, ratio=round(ratio, 4), round_to=round_to),
         distillation=DistillationConfig(technique=technique_from_name(distil_name), stop="epochs",

@@ -241,8 +241,12 @@ def trial_widths(url: str | None, name: str, number: int) -> dict[str, dict[str,
 
 
 def export_formats(record: dict[str, Any]) -> tuple[str, ...]:
-    """The formats that can hold this trial's model (by its quantization mode)."""
+    """The formats that can hold this trial's model (by its quantization mode); a trial of the ONNX Runtime
+    engine stored the .onnx program it was measured with, which is exported as it is."""
     from autocompress.export import formats_for_mode
+
+    if ((record.get("plan") or {}).get("quantization") or {}).get("backend") == "onnxruntime":
+        return ("onnx",)
 
     return formats_for_mode((record["params"] or {}).get("quantization.mode", "none"))
 

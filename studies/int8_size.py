@@ -23,7 +23,7 @@ from autocompress import quantization as Q
 from autocompress._io import atomic_write
 from autocompress.profile import evaluate, serialized_size_bytes
 from autocompress.pruning import PruningConfig, prune
-from autocompress.quantization_size import _QPARAM_BYTES_PER_CHANNEL, _entries, _symmetric_noise, size_breakdown
+from autocompress.quantization.size import _QPARAM_BYTES_PER_CHANNEL, _entries, _symmetric_noise, size_breakdown
 from autocompress.task import Task
 from autocompress.tasks import digits
 

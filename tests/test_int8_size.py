@@ -13,7 +13,7 @@ from autocompress.config import Config
 from autocompress.errors import QuantizationError
 from autocompress.profile import evaluate, serialized_size_bytes
 from autocompress.pruning import PruningConfig, prune
-from autocompress.quantization_size import prefers_per_tensor, size_breakdown
+from autocompress.quantization.size import prefers_per_tensor, size_breakdown
 
 
 @pytest.fixture(scope="module")

@@ -58,8 +58,9 @@ def _add_requirement_options(parser: argparse.ArgumentParser) -> None:
                         help="X-fold reduction of the objective, e.g. 10 or 10x, or a percentage such as 90%% "
                              "(= 10x) (default: 2)")
     parser.add_argument("--backend", default="cpu", metavar="B",
-                        help="deployment backend: cpu (int8 quantization allowed) or gpu (no quantization; "
-                             "measured on CUDA) (default: cpu)")
+                        help="deployment backend: cpu (torch on CPU, int8 by torch.ao), onnxruntime (each model "
+                             "exported to ONNX, int8 by ONNX Runtime's tools, measured in an ONNX Runtime CPU "
+                             "session) or gpu (no quantization; measured on CUDA) (default: cpu)")
     parser.add_argument("--budget", default="high", metavar="B",
                         help="compute for retraining: high (QAT, 15 epochs) or low (post-training "
                              "quantization, 5 epochs) (default: high)")

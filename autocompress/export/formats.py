@@ -55,6 +55,20 @@ def silent() -> Iterator[None]:
         yield
 
 
+class _SharedSession:
+    """An ONNX Runtime session that copies of its program share: a session cannot be pickled or deep-copied,
+    and it never changes once made (measuring and exporting work on copies of a model)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SharedSession:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+
 class LoadedProgram(nn.Module):
     """A loaded TorchScript, pt2 or ONNX program, callable like the model (tensor, or keyword tensors).
 
@@ -68,7 +82,7 @@ class LoadedProgram(nn.Module):
         if isinstance(program, nn.Module):
             self.program = program
         else:
-            self._session = program  # an onnxruntime InferenceSession
+            self._session = _SharedSession(program)  # an onnxruntime InferenceSession
 
     def train(self, mode: bool = True) -> LoadedProgram:
         # A program is inference-only (a pt2 module even refuses train()); only the flag is kept.
@@ -219,9 +233,13 @@ def _onnx_bytes(model: nn.Module, example_input: ModelInput, meta: dict[str, Any
 
     keys = input_keys(example_input) or ["input"]
     buffer = io.BytesIO()
-    axes = {name: {0: "batch"} for name in keys} | {"logits": {0: "batch"}}
+    # Token ids and masks (integer tensors of rank ≥ 2) vary in length too: traced at the example's length,
+    # ONNX Runtime refused every other one (a real batch of reviews padded to its own longest row).
+    args = positional_args(example_input)
+    axes = {name: {0: "batch", 1: "sequence"} if not t.dtype.is_floating_point and t.dim() >= 2 else {0: "batch"}
+            for name, t in zip(keys, args)} | {"logits": {0: "batch"}}
     with _mute_stdout():
-        torch.onnx.export(Positional(model, input_keys(example_input)), positional_args(example_input), buffer,
+        torch.onnx.export(Positional(model, input_keys(example_input)), args, buffer,
                           dynamo=False, input_names=keys, output_names=["logits"], dynamic_axes=axes,
                           opset_version=ONNX_OPSET)
     proto = onnx.load_from_string(buffer.getvalue())

@@ -1,4 +1,5 @@
-"""Export of a study trial: its stored ``autocompress`` archive, re-exported in any format with the reload check.
+"""Export of a study trial: its stored ``autocompress`` archive, re-exported in any format with the reload check;
+or, for a trial of the ONNX Runtime engine, its stored ``.onnx`` file, exported unchanged.
 
 The model comes from the trial's archive (its embedded TorchScript program), so no task code is imported; the
 archive's quantization record tells an int8 model apart, and the evaluation inputs stored in the archive are
@@ -23,9 +24,19 @@ from ..errors import ExportError, describe_error
 from .api import export_model, load
 from .archive import read_check_inputs, read_manifest
 from .check import CHECK_ROWS
-from .formats import refuse_format
+from .formats import SUFFIXES, refuse_format
 
 log = logging.getLogger("autocompress.export")
+
+# A trial's user attributes: the format of its stored model where it is not an autocompress archive ("onnx": the
+# ONNX Runtime program it was measured with), and, for such a trial, its layers' widths (no archive holds them).
+ARTIFACT_FORMAT_ATTR = "artifact_format"
+WIDTHS_ATTR = "layer_widths"
+
+
+def artifact_format(trial: Any) -> str:
+    """``autocompress`` (an archive) or ``onnx`` (an ONNX Runtime trial's program): what the trial stored."""
+    return (trial.user_attrs or {}).get(ARTIFACT_FORMAT_ATTR, "autocompress")
 
 
 def download_trial_model(study: Any, trial: Any, folder: str | Path, artifacts: str | None = None) -> Path:
@@ -37,7 +48,7 @@ def download_trial_model(study: Any, trial: Any, folder: str | Path, artifacts: 
 
     meta = study_meta(study)
     root = Path(artifacts) if artifacts else Path(meta["artifacts"])
-    path = Path(folder) / f"trial-{trial.number}.acz"
+    path = Path(folder) / f"trial-{trial.number}.{SUFFIXES[artifact_format(trial)]}"
     try:
         download_artifact(artifact_store=FileSystemArtifactStore(str(root)), file_path=str(path),
                           artifact_id=trial.user_attrs["artifact_id"])
@@ -53,9 +64,12 @@ def trial_widths(study: Any, trial: Any, artifacts: str | None = None) -> dict[s
     from ..study import study_meta
 
     original = study_meta(study).get("original_widths") or {}
-    with tempfile.TemporaryDirectory() as folder:
-        pruned = _arch.layer_widths(read_manifest(download_trial_model(study, trial, folder, artifacts))
-                                    ["architecture"])
+    if artifact_format(trial) == "onnx":
+        pruned = dict(trial.user_attrs.get(WIDTHS_ATTR) or {})
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            pruned = _arch.layer_widths(read_manifest(download_trial_model(study, trial, folder, artifacts))
+                                        ["architecture"])
     names = list(original) + [n for n in pruned if n not in original]
     return {n: {"original": original.get(n), "compressed": pruned.get(n)} for n in names}
 
@@ -70,6 +84,20 @@ def _copy_archive(archive: Path, out: Path, number: int) -> dict[str, Any]:
     with open(archive, "rb") as source:
         atomic_write(out, lambda fh: shutil.copyfileobj(source, fh))
     return {"path": str(out), "format": "autocompress", "check": "zip_crc", "value": 0.0}
+
+
+def _copy_program(program: Path, out: Path, number: int) -> dict[str, Any]:
+    """The trial's .onnx file itself, bit for bit (checked by ONNX Runtime loading it), copied to ``out``."""
+    from .formats import load_onnx
+
+    try:
+        load_onnx(program)
+    except Exception as exc:  # ONNX Runtime's own errors: a damaged file
+        raise ExportError(f"the ONNX program of trial {number} does not load ({describe_error(exc)[:160]})",
+                          "an intact .onnx file in the artifact store", "re-run the trial") from exc
+    with open(program, "rb") as source:
+        atomic_write(out, lambda fh: shutil.copyfileobj(source, fh))
+    return {"path": str(out), "format": "onnx", "check": "unchanged", "value": 0.0}
 
 
 def export_trial(study: Any, trial: Any, fmt: str, out: str | Path, artifacts: str | None = None,
@@ -88,9 +116,16 @@ def export_trial(study: Any, trial: Any, fmt: str, out: str | Path, artifacts: s
         raise ExportError(f"{out} already exists", "a path that holds no file", "choose another --out, or pass "
                           "--overwrite")
     notes: list[str] = []
+    stored = artifact_format(trial)
+    if stored == "onnx" and fmt != "onnx":
+        raise ExportError(f"--format {fmt} for trial {trial.number}, whose model is the ONNX Runtime program it "
+                          "was measured with (a study run with --backend onnxruntime)", "--format onnx",
+                          "export it with --format onnx")
     with tempfile.TemporaryDirectory() as folder:
         archive = download_trial_model(study, trial, folder, artifacts)
-        if fmt == "autocompress":
+        if stored == "onnx":
+            figures = _copy_program(archive, out, trial.number)
+        elif fmt == "autocompress":
             figures = _copy_archive(archive, out, trial.number)
         else:
             manifest = read_manifest(archive)

@@ -177,8 +177,11 @@ def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
     """The objective: one pipeline run per trial, its figures in the trial's user attributes."""
     from optuna.artifacts import upload_artifact
 
+    from .._arch import capture, layer_widths
     from ..export import export_model
+    from ..export.trial import ARTIFACT_FORMAT_ATTR, WIDTHS_ATTR
     from ..pipeline import run_plan
+    from ..profile import runtime_program_bytes
     from ..pruning import PruningWarning
 
     ctx.artifacts.mkdir(parents=True, exist_ok=True)
@@ -212,15 +215,26 @@ def make_objective(ctx: StudyContext) -> Callable[[Any], list[float]]:
             ran = time.perf_counter() - started
             trial_costs = _record(trial, ctx, result, abort, plan)
             value = result.compressed.metric.get("value")
+            program = runtime_program_bytes(result.model)
             with tempfile.TemporaryDirectory() as folder:
-                path = Path(folder) / f"trial-{trial.number}.acz"
-                exported = export_model(result.model, "autocompress", path, ctx.task.example_input,
-                                        check_inputs=ctx.task.eval_loader(), plan=plan.to_dict(),
-                                        base_model=ctx.task.model)
+                if program is not None:
+                    # The ONNX Runtime engine: the stored model is the .onnx file the trial was measured with.
+                    path = Path(folder) / f"trial-{trial.number}.onnx"
+                    path.write_bytes(program)
+                    size_bytes, mimetype = len(program), "application/octet-stream"
+                    trial.set_user_attr(ARTIFACT_FORMAT_ATTR, "onnx")
+                    if result.float_model is not None:
+                        trial.set_user_attr(WIDTHS_ATTR, layer_widths(capture(result.float_model)))
+                else:
+                    path = Path(folder) / f"trial-{trial.number}.acz"
+                    size_bytes = export_model(result.model, "autocompress", path, ctx.task.example_input,
+                                              check_inputs=ctx.task.eval_loader(), plan=plan.to_dict(),
+                                              base_model=ctx.task.model).size_bytes
+                    mimetype = "application/zip"
                 artifact_id = upload_artifact(study_or_trial=trial, file_path=str(path), artifact_store=store,
-                                              mimetype="application/zip")
+                                              mimetype=mimetype)
             trial.set_user_attr("artifact_id", artifact_id)
-            trial.set_user_attr("artifact_bytes", exported.size_bytes)
+            trial.set_user_attr("artifact_bytes", size_bytes)
             trial.set_user_attr("seconds", time.perf_counter() - started)
             timing = {**{k: round(v, 4) for k, v in result.timing.items()}, "pipeline": ran - teacher_seconds,
                       "distillation": result.distillation.get("seconds"),

@@ -46,7 +46,7 @@ class SearchSpace:
     strategies: tuple[str, ...]
     quantization: tuple[str, ...]
     max_epochs: int
-    backend: str  # the quantization config's backend: x86 or gpu
+    backend: str  # the quantization config's backend: x86, gpu or onnxruntime
     patience: int | None = 3
     stop: str = "epochs"
     distillation: tuple[str, ...] = DISTILLATION_TECHNIQUES
@@ -77,6 +77,7 @@ class SearchSpace:
         except ``seed_mode``, the seed plan's, which the study runs first; ``unreachable``: strategies that find
         no layer to prune in this model (see :func:`unreachable_strategies`), left out with a note."""
         from ..pruning import STRATEGIES, TECHNIQUES
+        from ..requirements import quantization_backend
         from ..selection import BUDGET_EPOCHS, layer_category
 
         has_bn = any(layer.type.startswith("BatchNorm") for layer in profile.layers)
@@ -94,10 +95,14 @@ class SearchSpace:
         strategies = tuple(s for s in strategies if s not in unreachable)
         if requirements.backend == "gpu":
             quantization: tuple[str, ...] = ("none",)
+        elif requirements.backend == "onnxruntime" and profile.arch_type == "transformer":
+            quantization = ("none", "dynamic", "static")  # ONNX Runtime's static QDQ takes attention models
         elif profile.arch_type == "transformer":
             quantization = ("none", "dynamic")  # static and QAT cannot trace attention fed dicts of tensors
         else:
             quantization = ("none", "dynamic", "static", "qat")
+            if requirements.backend == "onnxruntime":
+                quantization = quantization[:-1]  # the ONNX Runtime engine has no QAT yet
             if objectives:
                 proposed, left_out = proposable_quantization(profile, quantization, objectives)
                 notes += tuple(n for n in left_out if n.split()[1] != seed_mode)
@@ -108,7 +113,7 @@ class SearchSpace:
         embeddings = EMBEDDING_CHOICES if route and vocabulary else ("float", "int8") if route else ()
         return cls(techniques=techniques, strategies=strategies, quantization=quantization,
                    max_epochs=BUDGET_EPOCHS[requirements.budget],
-                   backend="gpu" if requirements.backend == "gpu" else "x86",
+                   backend=quantization_backend(requirements.backend),
                    stop="threshold" if route else "epochs", embeddings=embeddings,
                    lr_range=TRANSFORMER_LR_RANGE if route else LR_RANGE,
                    # A pretrained encoder stops at the threshold to save epochs; trained to the end (with early

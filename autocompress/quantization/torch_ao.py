@@ -1,6 +1,9 @@
-"""Int8 quantization of trained models: ``none``, ``dynamic``, ``static`` and ``qat``.
+"""The torch.ao engine: int8 models made of torch.ao's quantized modules, run by torch on CPU.
 
-Each mode is a frozen config record (:mod:`autocompress.quantization_config`); the function that applies it
+This is the only module that imports torch.ao (with :mod:`.size`'s look at fused modules): removing torch.ao
+later means removing this engine. Its deprecation warnings are filtered here and never reach users.
+
+Each mode is a frozen config record (:mod:`autocompress.quantization.config`); the function that applies it
 is registered under the config type in :data:`QUANTIZERS` (no dispatcher on mode names).
 
 - ``dynamic``: int8 weights for Linear (and LSTM/GRU) layers, activations quantized at run time. Module swap
@@ -11,24 +14,21 @@ is registered under the config type in :data:`QUANTIZERS` (no dispatcher on mode
   Models that FX cannot trace (data-dependent control flow) fall back to eager mode (the whole model wrapped
   in quant/dequant stubs, no fusion).
   ``weight_granularity`` chooses one weight scale per output channel or per layer (``auto``: per layer on narrow
-  layers, :mod:`autocompress.quantization_size`); the layers given one scale are listed in the model's record.
+  layers, :mod:`autocompress.quantization.size`); the layers given one scale are listed in the model's record.
 - ``qat``: two phases. :func:`prepare_qat` returns a model with fake-quant modules that any training loop
   (the distillation loop) can train, for as many epochs as that loop runs; :func:`convert` turns it into the
   int8 model. A model that saw no data after prepare_qat (zero training epochs) has no activation ranges:
   convert calibrates it on ``calibration_loader``, or refuses with a one-line error, never silently using the
   observers' placeholder ranges.
 
-Backends ``x86`` (default), ``fbgemm``, ``qnnpack``, ``onednn`` select the int8 engine; int8 models run on CPU
-only. The ``gpu`` backend skips quantization: the float model is returned and the result (and the model's
+Backends ``x86`` (default), ``fbgemm``, ``qnnpack``, ``onednn`` select torch's int8 kernels; int8 models run on
+CPU only. The ``gpu`` backend skips quantization: the float model is returned and the result (and the model's
 quantization record) carries ``skipped_reason``.
 
-Every function works on a deep copy: the caller's model is never modified. The engine (torch.ao today) is
-used only in this module, so it can be swapped for torchao later; torch.ao's deprecation warnings are
-filtered here and never reach users (its "observer saw no data" warning is not: it is filtered only in
-:func:`requantize`, where the ranges come from the saved state dict). A quantized model carries a JSON record
-(:func:`quantization_info`): the config, the graph mode and the float architecture it came from, which
-:mod:`autocompress.export` needs to rebuild the int8 structure on load (:func:`requantize`). The config records
-live in :mod:`autocompress.quantization_config` and are re-exported here.
+Every function works on a deep copy: the caller's model is never modified. Its "observer saw no data" warning
+is filtered only in :func:`requantize`, where the ranges come from the saved state dict. A quantized model
+carries a JSON record (:func:`quantization_info`): the config, the graph mode and the float architecture it came
+from, which :mod:`autocompress.export` needs to rebuild the int8 structure on load (:func:`requantize`).
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import _arch
-from ._tensors import ModelInput, call_model, to_device
-from .config import Config, HandlerRegistry
-from .errors import QuantizationError, describe_error
-from .progress import progress_bar
-from .quantization_config import (  # noqa: F401 - re-exported: the config records' public home is here too
+from .. import _arch
+from .._tensors import ModelInput, call_model, to_device
+from ..config import Config, HandlerRegistry
+from ..errors import QuantizationError, describe_error
+from ..progress import progress_bar
+from .config import (  # noqa: F401 - the package re-exports them
     BACKENDS,
     CPU_BACKENDS,
     MODES,
@@ -59,7 +59,8 @@ from .quantization_config import (  # noqa: F401 - re-exported: the config recor
     StaticQuantization,
     quantization_config,
 )
-from .quantization_size import per_tensor_layers
+from .result import QuantizeResult
+from .size import per_tensor_layers
 
 # torch.ao emits deprecation notices (and quantized-tensor notices) on import and on every call.
 _QUIET_MESSAGES = (
@@ -123,22 +124,6 @@ INFO_VERSION = 1
 PER_TENSOR_KEY = "per_tensor_weights"  # info key: layers whose int8 weight has one scale (static, not per_channel)
 
 _DYNAMIC_LAYERS: dict[str, type[nn.Module]] = {"linear": nn.Linear, "lstm": nn.LSTM, "gru": nn.GRU}
-
-
-# --------------------------------------------------------------------------------------------- results
-@dataclass(frozen=True)
-class QuantizeResult:
-    """A quantized (or, when skipped, float) copy of the model and what was done."""
-
-    model: nn.Module
-    config: QuantizationConfig
-    skipped_reason: str | None = None
-    calibration_batches: int = 0
-    graph_mode: str = ""  # "fx" or "eager"; "" when nothing was quantized
-
-    @property
-    def mode(self) -> str:
-        return self.config.MODE
 
 
 def quantization_info(model: nn.Module) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
 """The quantization config records: one frozen, JSON round-tripping record per mode (``none``, ``dynamic``,
-``static``, ``qat``), each with its options and their validation. The functions that apply them are in
-:mod:`autocompress.quantization`, which re-exports every name here.
+``static``, ``qat``), each with its options and their validation. The engines that apply them are reached
+through :mod:`autocompress.quantization`, which re-exports every name here.
 """
 
 from __future__ import annotations
@@ -9,18 +9,20 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .config import Config, config_from_name, family_names, register_config
-from .errors import QuantizationError
+from ..config import Config, config_from_name, family_names, register_config
+from ..errors import QuantizationError
 
 CPU_BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn")
-BACKENDS = (*CPU_BACKENDS, "gpu")
+ONNXRUNTIME = "onnxruntime"  # the ONNX Runtime engine (autocompress.quantization.ort)
+BACKENDS = (*CPU_BACKENDS, "gpu", ONNXRUNTIME)
 DYNAMIC_LAYERS = ("linear", "lstm", "gru")  # layer kinds dynamic quantization can swap
 WEIGHT_GRANULARITIES = ("per_channel", "per_tensor", "auto")  # weight scales of static int8 layers
 
 
 @dataclass(frozen=True)
 class QuantizationConfig(Config):
-    """Base of the quantization configs. ``backend``: an int8 CPU engine, or ``gpu`` (skip quantization)."""
+    """Base of the quantization configs. ``backend``: torch.ao's int8 CPU kernels (``x86``, ...), ``gpu`` (skip
+    quantization), or ``onnxruntime`` (the ONNX Runtime engine)."""
 
     MODE: ClassVar[str] = ""
     backend: str = "x86"
@@ -64,7 +66,7 @@ class StaticQuantization(QuantizationConfig):
     fbgemm and onednn, one per tensor on qnnpack), ``per_tensor`` (one scale per layer everywhere) or ``auto``
     (per tensor where the per-channel scales and zero points, 16 bytes a channel as saved, weigh at least 2% of
     the layer's int8 weights and one scale adds at most 3x weight quantization noise: narrow pruned layers;
-    :func:`autocompress.quantization_size.prefers_per_tensor`). Records without it are ``per_channel``.
+    :func:`autocompress.quantization.size.prefers_per_tensor`). Records without it are ``per_channel``.
     """
 
     MODE: ClassVar[str] = "static"

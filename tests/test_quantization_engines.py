@@ -1,0 +1,102 @@
+"""The quantization interface's engines: ONNX Runtime beside torch.ao, chosen by the config's backend."""
+
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from autocompress import quantization as Q
+from autocompress.config import Config
+from autocompress.errors import QuantizationError
+from autocompress.profile import evaluate
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from autocompress.tasks.digits import task
+
+    t = task()
+    return t, evaluate(t.model, t.eval_loader(), t.resolved_metric)
+
+
+def _ops(onnx_bytes: bytes) -> set[str]:
+    return {node.op_type for node in onnx.load_from_string(onnx_bytes).graph.node}
+
+
+def test_the_backend_names_the_engine_and_round_trips():
+    ort = Q.quantization_config("static", backend="onnxruntime")
+    assert Q.engine_name(ort) == "onnxruntime" and Q.engine_name(Q.quantization_config("static")) == "torch.ao"
+    assert Config.from_json(ort.to_json()) == ort
+    assert set(Q.ENGINES) == {"torch.ao", "onnxruntime"}
+
+
+def test_onnxruntime_static_int8_is_a_qdq_onnx_file_that_keeps_accuracy(digits):
+    t, accuracy = digits
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    fp32 = Q.quantize(t.model, Q.quantization_config("none", backend="onnxruntime"), example_input=t.example_input,
+                      progress=False)
+    result = Q.quantize(t.model, Q.quantization_config("static", backend="onnxruntime"), t.train_loader(),
+                        t.example_input, progress=False)
+    assert all(torch.equal(v, t.model.state_dict()[k]) for k, v in before.items())  # the caller's model untouched
+    assert result.graph_mode == "onnx" and result.calibration_batches == 8
+    int8 = result.model.onnx_bytes
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= _ops(int8) and "QuantizeLinear" not in _ops(
+        fp32.model.onnx_bytes)
+    assert len(int8) < len(fp32.model.onnx_bytes) / 3  # int8 weights: about a quarter of the float file
+    assert evaluate(result.model, t.eval_loader(), t.resolved_metric) >= accuracy - 0.02
+    assert result.model.meta["quantization"]["engine"] == "onnxruntime"
+
+
+def test_onnxruntime_dynamic_int8_quantizes_the_weighted_matmuls(digits):
+    t, accuracy = digits
+    result = Q.quantize(t.model, Q.quantization_config("dynamic", backend="onnxruntime"), example_input=t.example_input,
+                        progress=False)
+    assert "MatMulInteger" in _ops(result.model.onnx_bytes) or "DynamicQuantizeLinear" in _ops(
+        result.model.onnx_bytes)
+    assert evaluate(result.model, t.eval_loader(), t.resolved_metric) >= accuracy - 0.02
+
+
+def test_onnxruntime_engine_refuses_what_it_cannot_do(digits):
+    t, _ = digits
+    with pytest.raises(QuantizationError, match="qat on the onnxruntime engine") as caught:
+        Q.quantize(t.model, Q.quantization_config("qat", backend="onnxruntime"), example_input=t.example_input)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(QuantizationError, match="without calibration data"):
+        Q.quantize(t.model, Q.quantization_config("static", backend="onnxruntime"), None, t.example_input)
+
+
+class _Unexportable(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.slogdet(x)[1]
+
+
+def test_a_model_onnx_cannot_export_gets_one_line_naming_the_operator():
+    with pytest.raises(QuantizationError) as caught:
+        Q.quantize(_Unexportable(), Q.quantization_config("none", backend="onnxruntime"),
+                   example_input=torch.randn(2, 3, 3))
+    message = str(caught.value)
+    assert "a model ONNX cannot export" in message and "slogdet" in message and "\n" not in message
+
+
+def test_a_plan_on_the_onnxruntime_engine_is_measured_where_it_runs(digits):
+    """The pipeline quantizes the pruned, fine-tuned model with ONNX Runtime and measures the program: its size
+    is the .onnx file, its metric and latency come from the session, its parameters and MACs from the pruned
+    torch model it was made from."""
+    from autocompress.distillation import DistillationConfig, FineTune
+    from autocompress.pipeline import run_plan
+    from autocompress.plan import Plan
+    from autocompress.pruning import PruningConfig
+    from autocompress.requirements import Requirements
+
+    t, _ = digits
+    plan = Plan(pruning=PruningConfig(strategy="uniform", ratio=0.5),
+                distillation=DistillationConfig(technique=FineTune(), stop="epochs", max_epochs=1),
+                quantization=Q.quantization_config("static", backend="onnxruntime"))
+    result = run_plan(t, plan, requirements=Requirements(objective="size", max_drop=5, target=2), progress=False)
+    onnx_bytes = result.model.onnx_bytes
+    assert "QuantizeLinear" in _ops(onnx_bytes)
+    assert result.compressed.size_mb == pytest.approx(len(onnx_bytes) / 1e6)
+    assert result.compressed.params < result.original.params / 2 and result.compressed.flops < result.original.flops
+    assert result.reduction["size"] > 6  # about 3.5x from pruning half the channels, about 4x from int8
+    assert result.feasible and result.reduction["latency"] > 0
