@@ -48,17 +48,7 @@ from .._tensors import ModelInput, call_model, to_device
 from ..config import Config, HandlerRegistry
 from ..errors import QuantizationError, describe_error
 from ..progress import progress_bar
-from .config import (  # noqa: F401 - the package re-exports them
-    BACKENDS,
-    CPU_BACKENDS,
-    MODES,
-    DynamicQuantization,
-    NoQuantization,
-    QATQuantization,
-    QuantizationConfig,
-    StaticQuantization,
-    quantization_config,
-)
+from .config import DynamicQuantization, NoQuantization, QATQuantization, QuantizationConfig, StaticQuantization
 from .result import QuantizeResult
 from .size import per_tensor_layers
 
