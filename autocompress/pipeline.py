@@ -205,17 +205,14 @@ def run_plan(task: Task, plan: Plan, original: Profile | None = None, *, require
         quantized_rows = apply_embeddings(student.cpu(), EmbeddingConfig(int8=True))
         student = quantized_rows.model
         embedding_info["int8"] = quantized_rows.int8.to_dict() if quantized_rows.int8 else None
-    structure = None  # the torch model a runtime program was made from, where the model runs outside torch
+    # The ONNX Runtime engine makes every trial an ONNX program, float ones too (what is measured is what runs
+    # there); ``structure`` keeps the torch model it was made from.
+    structure = student.cpu() if engine_name(plan.quantization) == "onnxruntime" else None
     if mode == "qat":
         student = convert(student, calibration_loader=task.train_loader(shuffle=False), progress=progress)
-    elif mode in ("static", "dynamic") or engine_name(plan.quantization) == "onnxruntime":
-        # The ONNX Runtime engine makes every trial an ONNX program, float ones too: what is measured is what
-        # runs there.
-        structure = student.cpu()
-        student = quantize(structure, plan.quantization, task.train_loader(shuffle=False),
+    elif mode in ("static", "dynamic") or structure is not None:
+        student = quantize(student.cpu(), plan.quantization, task.train_loader(shuffle=False),
                            task.example_input, progress=progress).model
-        if engine_name(plan.quantization) != "onnxruntime":
-            structure = None
     lap("quantize")
 
     threads = threads or original.threads

@@ -307,12 +307,12 @@ def is_quantized(model: nn.Module) -> bool:
 
 
 def runs_int8(model: nn.Module) -> bool:
-    """True for torch.ao int8 modules inside, or a runtime program whose quantization record is int8 (for the
-    energy estimate's cost per MAC)."""
-    if is_quantized(model):
-        return True
-    record = (getattr(model, "meta", None) or {}).get("quantization") if runtime_program_bytes(model) else None
-    return isinstance(record, dict) and record.get("mode") in ("dynamic", "static", "qat")
+    """True for torch.ao int8 modules inside, or a program whose quantization record is int8 (for the energy
+    estimate's cost per MAC): :func:`autocompress.export.formats.is_int8`, imported late (export imports this
+    module)."""
+    from .export.formats import is_int8
+
+    return is_int8(model)
 
 
 def default_threads() -> int:

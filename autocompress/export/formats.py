@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import sys
 import warnings
@@ -210,20 +209,12 @@ def write_onnx(model: nn.Module, example_input: ModelInput, meta: dict[str, Any]
         # grid) and let ONNX Runtime's own dynamic quantization make the int8 graph (MatMulInteger).
         import tempfile
 
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from ..quantization.ort import dynamic_int8
 
         with tempfile.TemporaryDirectory() as folder:
             float_path, int8_path = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
             float_path.write_bytes(_onnx_bytes(_float_twin(model), example_input, meta))
-            logging.disable(logging.WARNING)  # ORT advises pre-processing on the root logger on every call
-            try:
-                # Only layers with a weight (MatMul with a constant B, Gemm), as torch's dynamic int8 does: ORT
-                # would otherwise also quantize attention's activation-by-activation MatMuls, which torch keeps
-                # float (top-1 agreement fell to 0.86 on the reviews task).
-                quantize_dynamic(float_path, int8_path, weight_type=QuantType.QInt8,
-                                 op_types_to_quantize=["MatMul", "Gemm"], extra_options={"MatMulConstBOnly": True})
-            finally:
-                logging.disable(logging.NOTSET)
+            dynamic_int8(float_path, int8_path)
             return int8_path.read_bytes()
     return _onnx_bytes(model, example_input, meta)
 
