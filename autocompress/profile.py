@@ -126,7 +126,11 @@ def _native_mha_flop_handle(inputs: list[Any], outputs: list[Any]) -> int:
 
 
 def _fvcore_analysis(model: nn.Module, example_input: ModelInput):
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():
+        # fvcore scripts its focal loss at import, and torch 2.14 calls torch.jit.script deprecated: a line on
+        # every user's console that is about neither their model nor ours.
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     x = repeat_to_batch(example_input, 1)
     if isinstance(x, Mapping):

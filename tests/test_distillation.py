@@ -175,6 +175,23 @@ def test_threshold_mode_stops_at_the_epoch_that_reaches_the_target_and_returns_t
     assert evaluate(result.model, task.eval_loader(), task.resolved_metric) == pytest.approx(values[epoch])
 
 
+def test_a_deployed_measure_replaces_the_float_metric_for_the_stop_and_the_best_epoch():
+    task = tiny_task()
+    seen: list[bool] = []
+    values = iter([0.2, 0.5, 0.9, 0.95])  # before training, then epochs 1, 2, 3
+
+    def measure(model: nn.Module) -> float:
+        seen.append(model.training)
+        return next(values)
+
+    config = DistillationConfig(max_epochs=6, patience=None, lr=1e-2, stop="threshold", target_metric=0.9)
+    result = distill(mlp(2), task, config, device="cpu", progress=False, measure=measure)
+    # the float model of the tiny task scores far from these scripted values: the stop saw the measure's
+    assert result.initial_metric == 0.2 and result.history == (0.5, 0.9)
+    assert result.stopped_because == "target_reached" and result.target_epoch == 2 and result.best_metric == 0.9
+    assert len(seen) == 3
+
+
 def test_patience_stops_on_a_plateau_and_keeps_the_initial_model():
     task = tiny_task()
     student = mlp(2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import Dataset
 
@@ -162,3 +163,76 @@ def test_over_the_threshold_the_pipeline_keeps_the_whole_vocabulary_before_givin
                           progress=False)
     assert [p.embeddings.trim_vocabulary for p in tried] == [True, False]
     assert result.plan.quantization_mode == "dynamic" and result.plan.embeddings.int8 and result.feasible
+
+
+def test_on_onnxruntime_the_route_picks_the_faster_measured_int8_mode_for_latency_and_static_for_size(monkeypatch):
+    from autocompress import transformer_route
+
+    task = _task()
+    profile = profile_task(task, device="cpu", threads=1)
+    measured = {"dynamic": 2.5, "static": 3.5}
+    calls = []
+
+    def fake_gain(model, example_input, threads, mode="dynamic", backend="x86"):
+        calls.append((mode, backend))
+        return measured[mode]
+
+    monkeypatch.setattr(transformer_route, "int8_latency_gain", fake_gain)
+    latency = select(profile, Requirements(objective="latency", max_drop=1, target=3, backend="onnxruntime"),
+                     task.model, task.example_input)
+    assert sorted(calls) == [("dynamic", "onnxruntime"), ("static", "onnxruntime")]
+    plan = latency.plan
+    assert plan.quantization.backend == "onnxruntime" and plan.quantization_mode == "static"
+    assert plan.pruning.strategy == "heads_mlp" and plan.pruning.ratio == 0  # 3.5× ≥ 3×: nothing to prune
+    reasons = {r.decision: r.rule for r in latency.reasons}
+    assert "3.50×" in reasons["quantization"] and "2.50× for dynamic" in reasons["quantization"]
+    assert "in ONNX Runtime" in reasons["distillation.stop"]
+    measured["static"] = 1.5  # now dynamic is faster, and short of the target: prune for the rest
+    plan = select(profile, Requirements(objective="latency", max_drop=1, target=3, backend="onnxruntime"),
+                  task.model, task.example_input).plan
+    assert plan.quantization_mode == "dynamic" and plan.pruning.ratio > 0
+    calls.clear()
+    size = select(profile, Requirements(objective="size", max_drop=1, target=2, backend="onnxruntime"), task.model,
+                  task.example_input, vocabulary=task_vocabulary(task, task.model)).plan
+    assert calls == [] and size.quantization_mode == "static" and size.quantization.backend == "onnxruntime"
+    assert size.embeddings.int8
+
+
+def test_the_onnxruntime_int8_gain_is_measured_on_an_onnxruntime_program():
+    from autocompress.transformer_route import int8_latency_gain
+
+    task = _task()
+    assert int8_latency_gain(task.model, task.example_input, 1, "static", "onnxruntime") > 0
+
+
+def test_a_threshold_stop_judges_the_int8_model_that_is_delivered(monkeypatch):
+    """The stop, the best epoch and the final measurement see one model: the student after int8 in ONNX
+    Runtime, not its float version."""
+    from autocompress import pipeline
+
+    task = _task()
+    profile = profile_task(task, device="cpu", threads=1)
+    measures = []
+
+    def spy(*args, measure=None, **kwargs):
+        measures.append(measure)
+        return real(*args, measure=measure, **kwargs)
+
+    real = pipeline.distill
+    monkeypatch.setattr(pipeline, "distill", spy)
+    plan = Plan(pruning=PruningConfig(ratio=0.0),
+                distillation=DistillationConfig(max_epochs=2, stop="threshold", patience=None, lr=1e-3),
+                quantization=quantization_config("dynamic", backend="onnxruntime"))
+    requirements = Requirements(max_drop=100, backend="onnxruntime")
+    result = run_plan(task, plan, profile, requirements=requirements, progress=False, threads=1)
+    assert result.distillation["stopped_because"] == "target_reached" and result.distillation["epochs_run"] == 0
+    assert measures[0] is not None
+    delivered = result.compressed.metric["value"]
+    assert result.distillation["initial_metric"] == pytest.approx(delivered, abs=1e-9)
+    assert measures[0](task.model) == pytest.approx(run_plan(
+        task, plan.replace(distillation=DistillationConfig(max_epochs=0)), profile, requirements=requirements,
+        progress=False, threads=1).compressed.metric["value"], abs=1e-9)
+    # a fixed number of epochs keeps judging the float model
+    run_plan(task, plan.replace(distillation=DistillationConfig(max_epochs=1)), profile, requirements=requirements,
+             progress=False, threads=1)
+    assert measures[-1] is None

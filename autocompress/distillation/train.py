@@ -144,8 +144,13 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------------------------- training
 def distill(student: nn.Module, task: Task, config: DistillationConfig, teacher: nn.Module | None = None, *,
             device: str | torch.device = "auto", callback: EpochCallback | None = None,
-            teacher_outputs: torch.Tensor | None = None, progress: bool = True) -> DistillResult:
+            teacher_outputs: torch.Tensor | None = None, progress: bool = True,
+            measure: Callable[[nn.Module], float] | None = None) -> DistillResult:
     """Train a copy of ``student`` on ``task``'s training set with ``config``; return the best model seen.
+
+    ``measure(model)``: the metric of the model as it will be deployed (e.g. after int8 quantization of a copy);
+    when given, it replaces the float evaluation before training and after every epoch, so the threshold stop,
+    the best epoch and the callback all see what will be delivered.
 
     ``teacher`` defaults to ``task.model`` for techniques that use one (soft, combined) and is ignored by the
     others. ``callback(epoch, metric)`` is called after every epoch's evaluation; a truthy return (True, or a
@@ -218,7 +223,11 @@ def distill(student: nn.Module, task: Task, config: DistillationConfig, teacher:
     # Evaluated after every epoch, without gradients: larger batches cut the per-batch overhead (15% of a digits
     # trial's distillation at batch 64). A user's own DataLoader is used as given.
     eval_loader = task.eval_loader(batch_size=task.batch_size * EVAL_BATCH_FACTOR)
-    initial = _evaluate(model, eval_loader, metric, dev)
+
+    def evaluate_now() -> float:
+        return measure(model) if measure is not None else _evaluate(model, eval_loader, metric, dev)
+
+    initial = evaluate_now()
     best_metric, best_epoch, best_state = initial, 0, _snapshot(model)
     target_epoch = 0 if reached(initial) else None
     history: list[float] = []
@@ -249,7 +258,7 @@ def distill(student: nn.Module, task: Task, config: DistillationConfig, teacher:
                     losses.append(mean_loss)
                     stopped, detail = "diverged", f"loss {mean_loss} in epoch {epoch}"
                     break
-                value = _evaluate(model, eval_loader, metric, dev)
+                value = evaluate_now()
                 history.append(value)
                 losses.append(mean_loss)
                 if better(value, best_metric):
