@@ -38,7 +38,7 @@ def test_every_trial_stores_the_onnx_program_it_was_measured_with(ort_study, tmp
     for trial in done:
         assert trial.user_attrs["artifact_format"] == "onnx"
         assert trial.user_attrs["plan"]["quantization"]["backend"] == "onnxruntime"
-        path = acs.download_trial_model(study, trial, tmp_path)
+        path = acs.download_trial_model(study, trial, tmp_path / "not" / "made")  # created
         assert path.suffix == ".onnx" and path.stat().st_size == trial.user_attrs["artifact_bytes"]
         model = autocompress.load(path)  # ONNX Runtime loads it
         correct = total = 0

@@ -40,7 +40,7 @@ def artifact_format(trial: Any) -> str:
 
 
 def download_trial_model(study: Any, trial: Any, folder: str | Path, artifacts: str | None = None) -> Path:
-    """Copy ``trial``'s archive out of the study's artifact store into ``folder``; its path."""
+    """Copy ``trial``'s archive out of the study's artifact store into ``folder`` (created if missing); its path."""
     from optuna.artifacts import FileSystemArtifactStore, download_artifact
     from optuna.artifacts.exceptions import ArtifactNotFound
 
@@ -49,6 +49,11 @@ def download_trial_model(study: Any, trial: Any, folder: str | Path, artifacts: 
     meta = study_meta(study)
     root = Path(artifacts) if artifacts else Path(meta["artifacts"])
     path = Path(folder) / f"trial-{trial.number}.{SUFFIXES[artifact_format(trial)]}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # the destination, not the store: its own message
+        raise StudyError(f"cannot create the folder {str(path.parent)!r} ({describe_error(exc)})",
+                         "a folder you can write to", "pass another destination folder") from exc
     try:
         download_artifact(artifact_store=FileSystemArtifactStore(str(root)), file_path=str(path),
                           artifact_id=trial.user_attrs["artifact_id"])
