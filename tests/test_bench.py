@@ -135,3 +135,21 @@ def test_bench_never_opens_a_storage_by_its_masked_url(tmp_path, monkeypatch):
     assert (tmp_path / "studies" / "masked.db").is_file()
     assert [r.method for r in result.rows][-2:] == ["rule plan alone (trial 0)", "full study"]
     assert result.timing["trials"] >= 1 and "## Where a trial's time goes" in md_path.read_text()
+
+
+def test_bench_on_the_onnxruntime_backend_measures_its_baselines_there(tmp_path):
+    definition = tmp_path / "tiny.yaml"
+    definition.write_text("name: tiny\ntasks: [digits]\nbudget: low\nbaselines: {trials: 1, targets: {size: 4}}\n")
+    bad = run_cli("bench", str(definition), "--backend", "tpu", "--out", str(tmp_path / "r"))
+    assert bad.returncode == 2 and "tpu" in bad.stderr and bad.stderr.count("\n") == 1
+    result = run_cli("bench", str(definition), "--backend", "onnxruntime", "--out", str(tmp_path / "r"),
+                     timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "r" / "tiny.md").exists()  # the file's own (cpu) tables are not replaced
+    md = (tmp_path / "r" / "tiny-onnxruntime.md").read_text()
+    assert "--backend onnxruntime" in md and "backend `onnxruntime`" in md
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "r" / "tiny-onnxruntime.csv").read_text())))
+    plans = {r["method"]: r["plan"] for r in rows}
+    assert "(onnxruntime)" in plans["static int8 alone"] and "(onnxruntime)" in plans["full study"]
+    static = next(r for r in rows if r["method"] == "static int8 alone")
+    assert float(static["size"]) > 2.5  # the .onnx file of an int8 program, against the float model's bytes

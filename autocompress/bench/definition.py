@@ -25,6 +25,7 @@ class BenchDefinition:
     seed: int = 0
     budget: str = "high"
     max_drop: float = 1.0
+    backend: str = "cpu"  # the deployment backend of every study and baseline (cpu, onnxruntime, gpu)
     preservation: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, Any] = field(default_factory=dict)
     baselines: dict[str, Any] = field(default_factory=dict)
@@ -51,7 +52,7 @@ def load_definition(path: str | Path) -> BenchDefinition:
     if not isinstance(raw, dict):
         raise _fail(f"{path} holds a {type(raw).__name__}", "a YAML mapping with name, tasks and sections",
                     "see studies/digits.yaml")
-    known = {"name", "tasks", "seed", "budget", "max_drop", "preservation", "targets", "baselines"}
+    known = {"name", "tasks", "seed", "budget", "max_drop", "backend", "preservation", "targets", "baselines"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise _fail(f"unknown keys {unknown} in {path}", f"keys among {sorted(known)}", "remove or rename them")
@@ -64,11 +65,13 @@ def load_definition(path: str | Path) -> BenchDefinition:
     definition = BenchDefinition(
         name=safe_component(raw.get("name") or path.stem), tasks=tuple(tasks), seed=int(raw.get("seed", 0)),
         budget=str(raw.get("budget", "high")), max_drop=float(raw.get("max_drop", 1.0)),
+        backend=str(raw.get("backend", "cpu")),
         preservation=dict(raw.get("preservation") or {}), targets=dict(raw.get("targets") or {}),
         baselines=dict(raw.get("baselines") or {}))
     from ..requirements import Requirements
 
-    Requirements(max_drop=definition.max_drop, budget=definition.budget)  # one-line errors for bad values
+    # one-line errors for bad values
+    Requirements(max_drop=definition.max_drop, budget=definition.budget, backend=definition.backend)
     for section in ("preservation", "targets", "baselines"):
         trials = getattr(definition, section).get("trials", 0)
         if getattr(definition, section) and (not isinstance(trials, int) or trials < 1):

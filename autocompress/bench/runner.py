@@ -67,6 +67,9 @@ class _Runner:
         self.timing: dict[str, Any] = {}
         self.counter = 0
         self.sweeps: dict[str, list[Row]] = {}  # task name -> the hand recipe's runs (see hand_recipe_sweep)
+        from ..requirements import quantization_backend
+
+        self.quantization_backend = quantization_backend(definition.backend)  # every baseline's int8 engine
 
     # ---------------------------------------------------------------------------------------- helpers
     def study(self, task_ref: str, objective: str, objectives: list[str], max_drop: float, target: float,
@@ -76,7 +79,8 @@ class _Runner:
 
         self.counter += 1
         name = f"{self.d.name}-{self.counter}-{objective}-{'-'.join(objectives)}-{max_drop:g}-{target:g}"
-        requirements = Requirements(objective=objective, max_drop=max_drop, target=target, budget=self.d.budget)
+        requirements = Requirements(objective=objective, max_drop=max_drop, target=target, budget=self.d.budget,
+                                    backend=self.d.backend)
         started = time.perf_counter()
         study = acs.run_study(task_ref, requirements, objectives, trials, name=name, storage=self.storage,
                               seed=self.d.seed)
@@ -199,7 +203,8 @@ class _Runner:
         from ..requirements import Requirements
         from ..selection import BUDGET_EPOCHS, PRUNING_OBJECTIVE
 
-        requirements = Requirements(objective=objective, max_drop=max_drop, target=target, budget=self.d.budget)
+        requirements = Requirements(objective=objective, max_drop=max_drop, target=target, budget=self.d.budget,
+                                    backend=self.d.backend)
         epochs = BUDGET_EPOCHS[self.d.budget]
         training = dict(stop="epochs", max_epochs=epochs, patience=3, lr=1e-3, seed=self.d.seed)
 
@@ -227,12 +232,12 @@ class _Runner:
                                  fold)
             plan = Plan(pruning=PruningConfig(technique=technique, strategy="global", ratio=round(solved.ratio, 4)),
                         distillation=DistillationConfig(technique=FineTune(), **training),
-                        quantization=quantization_config("none"))
+                        quantization=quantization_config("none", backend=self.quantization_backend))
             recipe.append(run(f"Torch-Pruning recipe ({fold:g}× {PRUNING_OBJECTIVE[objective]})", plan))
         rows.append(_best(recipe, objective, f"Torch-Pruning recipe ({technique}/global + fine-tune)"))
         no_training = DistillationConfig(technique=FineTune(), stop="epochs", max_epochs=0, patience=None)
         if transformer:
-            dynamic = quantization_config("dynamic")
+            dynamic = quantization_config("dynamic", backend=self.quantization_backend)
             for method, plan in (
                     ("dynamic int8 alone", Plan(pruning=PruningConfig(ratio=0.0), distillation=no_training,
                                                 quantization=dynamic)),
@@ -241,12 +246,13 @@ class _Runner:
                         embeddings=EmbeddingConfig(int8=True))),
                     ("vocabulary trimming alone", Plan(
                         pruning=PruningConfig(ratio=0.0), distillation=no_training,
-                        quantization=quantization_config("none"), embeddings=EmbeddingConfig(trim_vocabulary=True)))):
+                        quantization=quantization_config("none", backend=self.quantization_backend),
+                        embeddings=EmbeddingConfig(trim_vocabulary=True)))):
                 rows.append(run(method, plan))
             return rows
         for mode in ("dynamic", "static"):
             plan = Plan(pruning=PruningConfig(ratio=0.0), distillation=no_training,
-                        quantization=quantization_config(mode))
+                        quantization=quantization_config(mode, backend=self.quantization_backend))
             rows.append(run(f"{mode} int8 alone", plan))
         rows.append(_best(self.hand_recipe_sweep(task, run, training), objective, HAND_RECIPE))
         return rows
@@ -270,7 +276,7 @@ class _Runner:
             for ratio in HAND_RECIPE_RATIOS:
                 plan = Plan(pruning=PruningConfig(technique="magnitude", strategy="uniform", ratio=ratio),
                             distillation=DistillationConfig(technique=CombinedDistillation(), **training),
-                            quantization=quantization_config("static"))
+                            quantization=quantization_config("static", backend=self.quantization_backend))
                 rows.append(run(f"hand recipe, uniform {ratio:.0%}", plan))
             self.sweeps[task.name] = rows
         return [copy.copy(r) for r in self.sweeps[task.name]]
@@ -330,12 +336,23 @@ def trial_timing(study: Any) -> dict[str, Any]:
 
 
 def run_bench(path: str | Path, out_dir: str | Path | None = None, storage_dir: str | Path | None = None,
-              log: Callable[[str], None] | None = None) -> tuple[BenchResult, Path, Path]:
+              log: Callable[[str], None] | None = None, backend: str | None = None) -> tuple[BenchResult, Path, Path]:
     """Run the benchmark defined in ``path``; write ``<name>.md`` and ``<name>.csv`` into ``out_dir``
-    (default: ``results/`` beside the definition), atomically. Returns the result and the two paths."""
+    (default: ``results/`` beside the definition), atomically. Returns the result and the two paths.
+
+    ``backend`` overrides the definition's (``cpu`` unless it says otherwise); a benchmark on another backend
+    than its file's is named ``<name>-<backend>``, so its tables do not replace the file's own."""
+    import dataclasses
+
     from .._io import atomic_write
+    from ..requirements import Requirements
 
     definition = load_definition(path)
+    command = str(Path(path))  # the arguments that reproduce the tables, as they will say
+    if backend is not None and backend != definition.backend:
+        Requirements(backend=backend)  # a one-line error for an unknown backend
+        definition = dataclasses.replace(definition, backend=backend, name=f"{definition.name}-{backend}")
+        command += f" --backend {backend}"
     out = Path(out_dir) if out_dir else Path(path).parent / "results"
     say = log or (lambda message: None)
     started = time.perf_counter()
@@ -346,7 +363,7 @@ def run_bench(path: str | Path, out_dir: str | Path | None = None, storage_dir: 
     result = BenchResult(definition, runner.rows, machine_record(), runner.seconds, runner.timing, runner.epochs)
     out.mkdir(parents=True, exist_ok=True)
     md_path, csv_path = out / f"{definition.name}.md", out / f"{definition.name}.csv"
-    text = markdown(result, Path(path))
+    text = markdown(result, command)
     atomic_write(csv_path, lambda fh: fh.write(result.csv().encode()))
     atomic_write(md_path, lambda fh: fh.write(text.encode()))
     return result, md_path, csv_path

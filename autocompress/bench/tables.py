@@ -91,13 +91,13 @@ def _d(value: float | None) -> str:
     return "—" if value is None else f"{-value:+.2f}"
 
 
-def markdown(result: BenchResult, source: Path) -> str:
+def markdown(result: BenchResult, source: Path | str) -> str:
     """The benchmark's report: machine and versions, then one table per section that ran."""
     d, rows = result.definition, result.rows
     m = result.machine
     lines = [f"# Benchmark `{d.name}`", "",
              f"Produced by `autocompress bench {source}` (benchmark format {BENCH_VERSION}). Seed {d.seed}, budget "
-             f"`{d.budget}` for every study and baseline; tasks: {', '.join(d.tasks)}.",
+             f"`{d.budget}` for every study and baseline, backend `{d.backend}`; tasks: {', '.join(d.tasks)}.",
              f"Machine: {m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads. Versions: "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
              "Wall times: " + "; ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()) + ".",

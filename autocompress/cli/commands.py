@@ -62,7 +62,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     if args.keep_studies:
         Path(args.keep_studies).mkdir(parents=True, exist_ok=True)
-    result, md_path, csv_path = run_bench(args.definition, args.out, args.keep_studies, log=err.print)
+    result, md_path, csv_path = run_bench(args.definition, args.out, args.keep_studies, log=err.print,
+                                          backend=args.backend)
     print(f"wrote {md_path} and {csv_path} ({len(result.rows)} rows) in {result.seconds['total']:.0f}s")
     return 0
 

@@ -212,6 +212,9 @@ def _add_bench_command(commands: Any) -> None:
     p.add_argument("--keep-studies", default=None, metavar="DIR",
                    help="keep the benchmark's studies in DIR/<name>.db (default: a temporary folder), e.g. to "
                         "browse them with `autocompress dashboard --storage sqlite:///DIR/<name>.db`")
+    p.add_argument("--backend", default=None, metavar="B",
+                   help="run every study and baseline on this deployment backend (cpu, onnxruntime, gpu) instead "
+                        "of the file's (`backend:`, default cpu); the tables are then <name>-<backend>.md and .csv")
     _add_common(p)
     p.set_defaults(handler=handlers._cmd_bench)
 
