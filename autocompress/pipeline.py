@@ -243,7 +243,8 @@ def _deploy(student: nn.Module, plan: Plan, task: Task, progress: bool) -> tuple
     mode = plan.quantization_mode
     structure = student.cpu() if engine_name(plan.quantization) == "onnxruntime" else None
     if mode == "qat":
-        student = convert(student, calibration_loader=task.train_loader(shuffle=False), progress=progress)
+        student = convert(student, calibration_loader=task.train_loader(shuffle=False), progress=progress,
+                          example_input=task.example_input)
     elif mode in ("static", "dynamic") or structure is not None:
         student = quantize(student.cpu(), plan.quantization, task.train_loader(shuffle=False),
                            task.example_input, progress=progress).model

@@ -110,9 +110,11 @@ def choose_quantization(profile: Profile, req: Requirements) -> tuple[str, Reaso
         return "none", Reason("quantization", "none",
                               "the objective is MACs, which int8 does not reduce (it does the same multiply-adds "
                               "in 8 bits): quantizing would cost accuracy for nothing")
-    if req.budget == "high" and req.backend != "onnxruntime":  # the ONNX Runtime engine has no QAT yet
-        return "qat", Reason("quantization", "qat",
-                             "CPU backend with compute to retrain: quantization-aware training keeps the most accuracy")
+    if req.budget == "high":
+        where = ("ONNX Runtime with compute to retrain: quantization-aware training keeps the most accuracy (the "
+                 "trained fake-quant model is exported as QDQ ONNX)" if req.backend == "onnxruntime" else
+                 "CPU backend with compute to retrain: quantization-aware training keeps the most accuracy")
+        return "qat", Reason("quantization", "qat", where)
     allowed, what = _allowed_points(profile, req)
     if allowed > QUANT_DROP_RULE:
         return "static", Reason("quantization", "static",

@@ -44,6 +44,18 @@ def test_a_model_that_raises_on_some_inputs_fails_its_trials_not_the_study(tmp_p
     assert all(t.user_attrs.get("error") for t in trials)  # each failure says why
 
 
+def test_on_onnxruntime_a_model_onnx_cannot_export_fails_each_trial_naming_the_operator(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    requirements = LOW.replace(backend="onnxruntime", max_drop=50)
+    study = acs.run_study(str(FIXTURES / "unexportable_task.py"), requirements, ["size"], 2, name="u",
+                          storage=f"sqlite:///{tmp_path}/u.db", n_neighbours=0, enqueue=[PLAIN])
+    trials = study.get_trials()
+    assert len(trials) == 2 and all(t.state.name == "FAIL" for t in trials)
+    for trial in trials:
+        error = trial.user_attrs["error"]
+        assert "a model ONNX cannot export" in error and "slogdet" in error and "\n" not in error
+
+
 def test_a_diverging_learning_rate_fails_the_trial_and_the_study_goes_on(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     diverging = {**PLAIN, "distillation.lr": 1e30}  # far outside the search range, enqueued on purpose: NaN loss

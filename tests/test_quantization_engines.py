@@ -59,9 +59,12 @@ def test_onnxruntime_dynamic_int8_quantizes_the_weighted_matmuls(digits):
 
 def test_onnxruntime_engine_refuses_what_it_cannot_do(digits):
     t, _ = digits
-    with pytest.raises(QuantizationError, match="qat on the onnxruntime engine") as caught:
+    with pytest.raises(QuantizationError, match="without a training function") as caught:
         Q.quantize(t.model, Q.quantization_config("qat", backend="onnxruntime"), example_input=t.example_input)
     assert "\n" not in str(caught.value)
+    prepared = Q.prepare_qat(t.model, Q.quantization_config("qat", backend="onnxruntime"), t.example_input)
+    with pytest.raises(QuantizationError, match="without an example input"):
+        Q.convert(prepared, t.train_loader())
     with pytest.raises(QuantizationError, match="without calibration data"):
         Q.quantize(t.model, Q.quantization_config("static", backend="onnxruntime"), None, t.example_input)
 
@@ -100,3 +103,82 @@ def test_a_plan_on_the_onnxruntime_engine_is_measured_where_it_runs(digits):
     assert result.compressed.params < result.original.params / 2 and result.compressed.flops < result.original.flops
     assert result.reduction["size"] > 6  # about 3.5x from pruning half the channels, about 4x from int8
     assert result.feasible and result.reduction["latency"] > 0
+
+
+def _train_one_epoch(model: nn.Module, task) -> None:
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+    for x, y in task.train_loader():
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+
+def test_qat_on_onnxruntime_exports_the_fake_quant_model_as_qdq_with_int8_weights(digits):
+    """The trained fake-quant model becomes a QDQ ONNX program: BatchNorm folded into the convolutions, the
+    ranges learned in training as QuantizeLinear/DequantizeLinear, the weights stored as int8; ONNX Runtime runs
+    it with the fake-quant model's predictions."""
+    from onnx import TensorProto
+
+    t, accuracy = digits
+    config = Q.quantization_config("qat", backend="onnxruntime")
+    prepared = Q.prepare_qat(t.model, config, t.example_input)
+    _train_one_epoch(prepared, t)
+    program = Q.convert(prepared, example_input=t.example_input)
+    graph = onnx.load_from_string(program.onnx_bytes).graph
+    ops = [node.op_type for node in graph.node]
+    assert "BatchNormalization" not in ops and ops.count("Conv") == 3 and "QuantizeLinear" in ops
+    weights = {node.input[1] for node in graph.node if node.op_type in ("Conv", "Gemm")}
+    int8 = [t_ for t_ in graph.initializer if t_.data_type == TensorProto.INT8]
+    assert int8 and all(t_.data_type != TensorProto.FLOAT or t_.name not in weights for t_ in graph.initializer)
+    fp32 = Q.quantize(t.model, Q.quantization_config("none", backend="onnxruntime"), example_input=t.example_input,
+                      progress=False).model
+    assert len(program.onnx_bytes) < len(fp32.onnx_bytes) / 3
+    assert program.meta["quantization"]["mode"] == "qat"
+    prepared.eval()
+    x = torch.cat([x for x, _ in t.eval_loader()])
+    with torch.no_grad():
+        agree = (prepared(x).argmax(1) == program(x).argmax(1)).float().mean().item()
+    assert agree >= 0.99
+    assert evaluate(program, t.eval_loader(), t.resolved_metric) >= accuracy - 0.02
+
+
+def test_qat_through_quantize_takes_a_training_function(digits):
+    t, accuracy = digits
+    trained = []
+    result = Q.quantize(t.model, Q.quantization_config("qat", backend="onnxruntime"), t.train_loader(),
+                        t.example_input, train_fn=lambda m: (trained.append(1), _train_one_epoch(m, t)),
+                        progress=False)
+    assert trained == [1] and result.graph_mode == "onnx"
+    assert evaluate(result.model, t.eval_loader(), t.resolved_metric) >= accuracy - 0.02
+
+
+def test_a_qat_plan_on_onnxruntime_trains_fake_quant_and_is_measured_as_its_qdq_program(digits):
+    from autocompress.distillation import DistillationConfig, FineTune
+    from autocompress.pipeline import run_plan
+    from autocompress.plan import Plan
+    from autocompress.pruning import PruningConfig
+    from autocompress.requirements import Requirements
+
+    t, _ = digits
+    plan = Plan(pruning=PruningConfig(strategy="uniform", ratio=0.5),
+                distillation=DistillationConfig(technique=FineTune(), stop="epochs", max_epochs=1),
+                quantization=Q.quantization_config("qat", backend="onnxruntime"))
+    result = run_plan(t, plan, requirements=Requirements(objective="size", max_drop=5, target=2,
+                                                         backend="onnxruntime"), progress=False)
+    assert result.model.meta["quantization"]["mode"] == "qat" and "QuantizeLinear" in _ops(result.model.onnx_bytes)
+    assert result.compressed.size_mb == pytest.approx(len(result.model.onnx_bytes) / 1e6)
+    assert result.reduction["size"] > 6 and result.feasible
+
+
+def test_an_untrained_qat_model_is_calibrated_before_its_onnxruntime_export(digits):
+    """Zero epochs after prepare_qat: the weights' fake-quants have seen the weights, the activations' nothing;
+    without a loader that is refused, with one the activation ranges are calibrated first."""
+    t, accuracy = digits
+    prepared = Q.prepare_qat(t.model, Q.quantization_config("qat", backend="onnxruntime"), t.example_input)
+    unobserved, total = Q.observer_counts(prepared, activations_only=True)
+    assert unobserved == total > 0 and Q.observer_counts(prepared)[0] < Q.observer_counts(prepared)[1]
+    with pytest.raises(QuantizationError, match="saw no data"):
+        Q.convert(prepared, example_input=t.example_input)
+    program = Q.convert(prepared, t.train_loader(), example_input=t.example_input)
+    assert evaluate(program, t.eval_loader(), t.resolved_metric) >= accuracy - 0.02

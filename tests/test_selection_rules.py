@@ -110,3 +110,13 @@ def test_distillation_rules_cover_each_branch():
     assert technique == "soft" and "the metric is f1" in reason.rule
     custom = _profile("mlp", [("Linear", 1, 1)], metric="mse")
     assert choose_distillation(custom, Requirements())[0] == "combined"
+
+
+def test_onnxruntime_gets_qat_with_a_high_budget_and_its_study_searches_it():
+    from autocompress.study.space import SearchSpace
+
+    requirements = Requirements(objective="size", max_drop=1, target=10, budget="high", backend="onnxruntime")
+    mode, reason = choose_quantization(CNN, requirements)
+    assert mode == "qat" and "QDQ ONNX" in reason.rule
+    space = SearchSpace.for_model(CNN, requirements)
+    assert "qat" in space.quantization and space.backend == "onnxruntime"

@@ -13,7 +13,8 @@ The config record (:mod:`.config`: one frozen, versioned record per mode, ``none
 
 Each engine is one module and is imported only when used; removing torch.ao later means removing
 :mod:`.torch_ao` and its entry in :data:`ENGINES`. QAT's two phases (:func:`prepare_qat`, then training, then
-:func:`convert`) and :func:`requantize` (rebuilding a saved int8 model) are torch.ao's.
+:func:`convert`) and :func:`requantize` (rebuilding a saved int8 model) are torch.ao's; on the ONNX Runtime
+engine, :func:`convert` exports the trained fake-quant model as QDQ ONNX instead of converting it in torch.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from ..errors import QuantizationError
 from .config import (BACKENDS, CPU_BACKENDS, MODES, DynamicQuantization, NoQuantization, QATQuantization,
                      QuantizationConfig, StaticQuantization, quantization_config)
 from .result import QuantizeResult
-from .torch_ao import (ENGINE_API, GPU_SKIP_REASON, QUANTIZERS, convert, observer_counts, prepare_qat,
-                       quantization_info, quiet, requantize)
+from . import torch_ao
+from .torch_ao import (ENGINE_API, GPU_SKIP_REASON, QUANTIZERS, observer_counts, prepare_qat, quantization_info,
+                       quiet, requantize)
 
 # Engine name -> the module whose ``quantize`` it is (imported on first use: onnxruntime is not loaded by users of
 # the torch engine).
@@ -58,6 +60,19 @@ def quantize(model: nn.Module, config: QuantizationConfig, calibration_loader: I
                                 "build one with quantization_config(mode)")
     engine = importlib.import_module(ENGINES[engine_name(config)])
     return engine.quantize(model, config, calibration_loader, example_input, train_fn=train_fn, progress=progress)
+
+
+def convert(prepared: nn.Module, calibration_loader: Iterable[Any] | None = None, calibration_batches: int = 8,
+            progress: bool = False, example_input: ModelInput | None = None) -> nn.Module:
+    """The int8 model of a model :func:`prepare_qat` returned (and trained), by the engine its config names:
+    torch.ao's int8 modules, or on the ONNX Runtime engine an ONNX Runtime program (which needs
+    ``example_input`` to export). ``prepared`` is not modified; a model that saw no data is calibrated on
+    ``calibration_loader`` first."""
+    config = torch_ao.qat_record(prepared)["config"]
+    if config.get("backend") == "onnxruntime":
+        engine = importlib.import_module(ENGINES["onnxruntime"])
+        return engine.convert_qat(prepared, example_input, calibration_loader, calibration_batches, progress)
+    return torch_ao.convert(prepared, calibration_loader, calibration_batches, progress)
 
 
 __all__ = ["BACKENDS", "CPU_BACKENDS", "ENGINES", "ENGINE_API", "GPU_SKIP_REASON", "MODES", "QUANTIZERS",

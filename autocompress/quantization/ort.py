@@ -11,7 +11,12 @@ in an ONNX Runtime session, so that what is measured is what a user deploys ther
   layers with weights (see ``_ATTENTION_OP_TYPES``). ONNX Runtime fuses the
   QuantizeLinear/DequantizeLinear pairs around Conv, MatMul and Gemm into its int8 kernels when the session is
   created (graph optimisation), so the QDQ file is the portable form and the session runs int8.
-- ``qat``: not on this engine yet; refused with a one-line error before any work.
+- ``qat``: torch.ao's fake-quant training (:func:`~autocompress.quantization.prepare_qat` with an
+  ONNX-expressible qconfig: uint8 activations 0-255, symmetric per-channel int8 weights), then
+  :func:`convert_qat`: BatchNorm folded into the fake-quantized convolutions as torch.ao's own convert would,
+  the fake-quant model exported as QDQ ONNX (each FakeQuantize a QuantizeLinear/DequantizeLinear pair with the
+  ranges learned in training), and each weight's QuantizeLinear folded into an int8 initializer, so the file
+  stores int8 weights.
 
 The result's model is a :class:`~autocompress.export.formats.LoadedProgram` around the session, callable like
 the torch model, carrying the ``.onnx`` bytes it runs (``onnx_bytes``, exported unchanged) and the quantization
@@ -150,6 +155,111 @@ def dynamic_int8(source: Path, target: Path) -> None:
                          extra_options={"MatMulConstBOnly": True})
 
 
+class _FoldedConvBn(nn.Module):
+    """A QAT Conv-BatchNorm(-ReLU) with its BatchNorm folded into the weight and bias, as torch.ao's convert
+    folds it: ``conv(x, fake_quant(w * s)) + (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``. In eval
+    mode the QAT module computes exactly this (conv of the same fake-quantized folded weight, divided by ``s``,
+    then the BatchNorm), so the exported graph is one Conv whose weight ONNX Runtime can run in int8."""
+
+    def __init__(self, module: nn.Module, relu: bool) -> None:
+        super().__init__()
+        bn = module.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shape = [-1] + [1] * (module.weight.dim() - 1)
+        bias = module.bias if module.bias is not None else torch.zeros_like(bn.running_mean)
+        self.conv = module
+        self.weight = nn.Parameter((module.weight * scale.reshape(shape)).detach())
+        self.bias = nn.Parameter(((bias - bn.running_mean) * scale + bn.bias).detach())
+        self.weight_fake_quant = module.weight_fake_quant
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv._conv_forward(x, self.weight_fake_quant(self.weight), self.bias)
+        return torch.relu(y) if self.relu else y
+
+
+def _fold_batchnorm(model: nn.Module) -> nn.Module:
+    from torch.ao.nn.intrinsic.qat import ConvBn1d, ConvBn2d, ConvBn3d, ConvBnReLU1d, ConvBnReLU2d, ConvBnReLU3d
+
+    folded = {ConvBn1d: False, ConvBn2d: False, ConvBn3d: False,
+              ConvBnReLU1d: True, ConvBnReLU2d: True, ConvBnReLU3d: True}
+    for name, module in list(model.named_modules()):
+        if type(module) in folded:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child,
+                    _FoldedConvBn(module, folded[type(module)]))
+    return model
+
+
+def _int8_weights(onnx_bytes: bytes) -> bytes:
+    """``onnx_bytes`` with every QuantizeLinear of a constant (a weight) replaced by its int8 result: the same
+    QDQ program, storing int8 weights instead of float ones (ONNX rounds half to even, as torch's fake quant)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load_from_string(onnx_bytes)
+    graph = proto.graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in constants:
+            constants[node.output[0]] = constants[node.input[0]]
+    folded = []
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or len(node.input) < 3 or \
+                not all(name in constants for name in node.input[:3]):
+            continue
+        x, scale, zero = (constants[name] for name in node.input[:3])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale.ndim == 1 and x.ndim > 1:
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        info = np.iinfo(zero.dtype)
+        q = np.clip(np.rint(x / scale) + zero.astype(np.int32), info.min, info.max).astype(zero.dtype)
+        graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
+        folded.append(node)
+    for node in folded:
+        graph.node.remove(node)
+    # Nodes and initializers nothing reads any more: the float weights and the constants that fed them.
+    while True:
+        used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+        dead = [node for node in graph.node if not any(o in used for o in node.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)
+    return proto.SerializeToString()
+
+
+def convert_qat(prepared: nn.Module, example_input: ModelInput | None, calibration_loader: Iterable[Any] | None = None,
+                calibration_batches: int = 8, progress: bool = False) -> nn.Module:
+    """The ONNX Runtime program of a model :func:`~autocompress.quantization.prepare_qat` returned for this
+    engine, and trained: its fake-quant model exported as QDQ ONNX with int8 weights (see the module
+    docstring); ``prepared`` is not modified."""
+    from torch.ao.quantization import disable_observer
+
+    from ..config import Config
+    from .torch_ao import observed_copy, qat_record
+
+    info = qat_record(prepared)
+    if example_input is None:
+        raise QuantizationError("ONNX Runtime QAT convert without an example input", "the model's example input",
+                                "pass example_input=task.example_input")
+    config = Config.from_dict(info["config"])
+    subject = observed_copy(prepared, calibration_loader, calibration_batches, progress).eval()
+    subject.apply(disable_observer)  # the ranges learned in training, frozen (an observer would update them)
+    subject = _fold_batchnorm(subject)
+    qdq = _int8_weights(float_onnx(subject, example_input))
+    record = {"mode": "qat", "engine": ENGINE, "config": config.to_dict()}
+    return program(qdq, example_input, record)
+
+
 def quantize(model: nn.Module, config: QuantizationConfig, calibration_loader: Iterable[Any] | None = None,
              example_input: ModelInput | None = None, *, train_fn: Any = None,
              progress: bool = True) -> QuantizeResult:
@@ -159,8 +269,16 @@ def quantize(model: nn.Module, config: QuantizationConfig, calibration_loader: I
         raise QuantizationError("ONNX Runtime quantization without an example input", "the model's example input",
                                 "pass example_input=task.example_input")
     if isinstance(config, QATQuantization):
-        raise QuantizationError("qat on the onnxruntime engine", "none, dynamic or static",
-                                "use static (calibrated) int8 with --backend onnxruntime, or qat with --backend cpu")
+        from .torch_ao import prepare_qat
+
+        if train_fn is None:
+            raise QuantizationError("qat quantization without a training function",
+                                    "train_fn(prepared_model) that fine-tunes the model in place",
+                                    "pass train_fn=..., or call prepare_qat(), train, then convert()")
+        prepared = prepare_qat(model, config, example_input)
+        train_fn(prepared)
+        return QuantizeResult(model=convert_qat(prepared, example_input, calibration_loader, progress=progress),
+                              config=config, graph_mode="onnx")
     if isinstance(config, StaticQuantization) and calibration_loader is None:
         raise QuantizationError("static quantization without calibration data", "a loader of training batches",
                                 "pass calibration_loader=task.train_loader()")

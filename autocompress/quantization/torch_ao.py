@@ -193,15 +193,42 @@ def _check_runs(model: nn.Module, x: ModelInput) -> None:
         call_model(copy.deepcopy(model).eval(), x)
 
 
+ONNX_QAT_BACKEND = "onnxruntime"  # QAT whose fake-quant model is exported as QDQ ONNX, not converted here
+
+
+def _onnx_qat_qconfig() -> Any:
+    """QAT fake-quant that ONNX can express as QuantizeLinear/DequantizeLinear and ONNX Runtime fuses into its
+    int8 kernels: uint8 activations over the full 0-255 range (torch's x86 default uses 0-127, which ONNX has
+    no type for), symmetric int8 weights per output channel (ONNX Runtime's static default), and plain
+    FakeQuantize modules (the fused moving-average kernel has no ONNX export)."""
+    from torch.ao.quantization import QConfig
+    from torch.ao.quantization.fake_quantize import FakeQuantize, default_per_channel_weight_fake_quant
+    from torch.ao.quantization.observer import MovingAverageMinMaxObserver
+
+    activation = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
+                                        dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+    return QConfig(activation=activation, weight=default_per_channel_weight_fake_quant)
+
+
+def _qat_qconfig_mapping(backend: str) -> Any:
+    if backend == ONNX_QAT_BACKEND:
+        # The fbgemm mapping's fusions and fixed-range ops, with every other qconfig made ONNX-expressible.
+        return get_default_qat_qconfig_mapping("fbgemm").set_global(_onnx_qat_qconfig())
+    return get_default_qat_qconfig_mapping(backend)
+
+
 def _prepare_fx(model: nn.Module, config: QuantizationConfig, x: ModelInput, qat: bool) -> nn.Module:
     if qat:
-        return prepare_qat_fx(model.train(), get_default_qat_qconfig_mapping(config.backend), _fx_args(x))
+        return prepare_qat_fx(model.train(), _qat_qconfig_mapping(config.backend), _fx_args(x))
     return prepare_fx(model.eval(), get_default_qconfig_mapping(config.backend), _fx_args(x))
 
 
 def _prepare_eager(model: nn.Module, config: QuantizationConfig, x: ModelInput, qat: bool) -> nn.Module:
     # No tracing: the whole model sits between one quant and one dequant stub, conv/linear layers are swapped.
     wrapped = QuantWrapper(model)
+    if qat and config.backend == ONNX_QAT_BACKEND:
+        wrapped.qconfig = _onnx_qat_qconfig()
+        return eager_prepare_qat(wrapped.train())
     wrapped.qconfig = (get_default_qat_qconfig if qat else get_default_qconfig)(config.backend)
     return eager_prepare_qat(wrapped.train()) if qat else eager_prepare(wrapped.eval())
 
@@ -346,10 +373,31 @@ def quantize(model: nn.Module, config: QuantizationConfig, calibration_loader: I
         return handler(config, _Request(subject, calibration_loader, example_input, train_fn, progress))
 
 
+def _observe_weights(prepared: nn.Module) -> None:
+    """Show each weight fake-quant the weight its layer's first forward would (a Conv-BatchNorm's folded by the
+    BatchNorm's running statistics). Plain per-channel FakeQuantize modules start with one scale, which an
+    evaluation before training (observers paused) cannot apply to a layer's channels; the fused default ones
+    torch.ao uses for its own engines size themselves."""
+    with torch.no_grad():
+        for module in prepared.modules():
+            fake_quant = getattr(module, "weight_fake_quant", None)
+            weight = getattr(module, "weight", None)
+            if fake_quant is None or not isinstance(weight, torch.Tensor):
+                continue
+            bn = getattr(module, "bn", None)
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.running_var is not None:
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                weight = weight * scale.reshape([-1] + [1] * (weight.dim() - 1))
+            fake_quant(weight)
+
+
 def _prepare_qat_copy(model: nn.Module, config: QATQuantization, x: ModelInput) -> nn.Module:
     float_arch = _arch.capture(model)
-    _use_engine(config.backend)
+    if config.backend != ONNX_QAT_BACKEND:  # fake-quant trains on any engine; only torch.ao's convert needs one
+        _use_engine(config.backend)
     prepared, graph_mode = _static_prepare(model, config, x, qat=True)
+    if config.backend == ONNX_QAT_BACKEND:
+        _observe_weights(prepared)
     return _attach(prepared, config, graph_mode, float_arch, "prepared")
 
 
@@ -371,15 +419,48 @@ def prepare_qat(model: nn.Module, config: QATQuantization | None = None,
         return _prepare_qat_copy(subject, config, _example(example_input, "prepare_qat"))
 
 
-def observer_counts(model: nn.Module) -> tuple[int, int]:
-    """``(observers that saw no data, all observers)`` of a prepared model (fake-quant observers included)."""
+def observer_counts(model: nn.Module, activations_only: bool = False) -> tuple[int, int]:
+    """``(observers that saw no data, all observers)`` of a prepared model (fake-quant observers included);
+    ``activations_only``: leave out the observers of weights (which see the weights, not data)."""
     total = unobserved = 0
-    for module in model.modules():
+    for name, module in model.named_modules():
+        if activations_only and "weight_fake_quant" in name.split("."):
+            continue
         if isinstance(module, ObserverBase) and isinstance(getattr(module, "min_val", None), torch.Tensor):
             total += 1
             low = module.min_val
             unobserved += bool(low.numel() == 0 or torch.isinf(low).all())  # still its initial value
     return unobserved, total
+
+
+def qat_record(prepared: nn.Module) -> dict[str, Any]:
+    """The record :func:`prepare_qat` attached to ``prepared``, or a QuantizationError for any other model."""
+    info = prepared.__dict__.get(INFO_ATTR)
+    if not info or info.get("stage") != "prepared":
+        raise QuantizationError(f"convert() on a {type(prepared).__name__} that prepare_qat did not return",
+                                "the model returned by prepare_qat (after training)",
+                                "call prepare_qat(model, config, example_input) first")
+    return info
+
+
+def observed_copy(prepared: nn.Module, calibration_loader: Iterable[Any] | None = None,
+                  calibration_batches: int = 8, progress: bool = False) -> nn.Module:
+    """A CPU copy of a :func:`prepare_qat` model whose fake-quant modules have seen data: a model trained for
+    zero epochs is calibrated on ``calibration_batches`` batches of ``calibration_loader`` first, or, without a
+    loader, refused with a :class:`QuantizationError`."""
+    subject = _cpu_copy(prepared)
+    unobserved, total = observer_counts(subject, activations_only=True)
+    if total and unobserved == total:  # not one batch went through it since prepare_qat
+        if calibration_loader is None:
+            raise QuantizationError(f"convert() on a QAT model whose {total} activation observers saw no data (not "
+                                    "trained after prepare_qat)", "a model trained, or calibrated, after prepare_qat so "
+                                    "that its int8 ranges come from data",
+                                    "train it for at least one batch, or pass calibration_loader= to convert()")
+        with quiet():
+            done = _calibrate(subject.eval(), calibration_loader, calibration_batches, progress)
+        if done == 0:
+            raise QuantizationError("an empty calibration loader", "at least one batch", "pass the training loader")
+    return subject
 
 
 def convert(prepared: nn.Module, calibration_loader: Iterable[Any] | None = None, calibration_batches: int = 8,
@@ -390,28 +471,14 @@ def convert(prepared: nn.Module, calibration_loader: Iterable[Any] | None = None
     calibrated on ``calibration_batches`` batches of ``calibration_loader`` first, or, without a loader,
     refused with a :class:`QuantizationError`. A trained model ignores the loader.
     """
-    info = prepared.__dict__.get(INFO_ATTR)
-    if not info or info.get("stage") != "prepared":
-        raise QuantizationError(f"convert() on a {type(prepared).__name__} that prepare_qat did not return",
-                                "the model returned by prepare_qat (after training)",
-                                "call prepare_qat(model, config, example_input) first")
+    info = qat_record(prepared)
     config = Config.from_dict(info["config"])
-    subject = _cpu_copy(prepared)
     if info.get("skipped_reason"):
+        subject = _cpu_copy(prepared)
         _detach(subject)
         return _attach(subject.eval(), config, "", info["float_architecture"], "converted", info["skipped_reason"])
     _use_engine(config.backend)
-    unobserved, total = observer_counts(subject)
-    if total and unobserved == total:  # not one batch went through it since prepare_qat
-        if calibration_loader is None:
-            raise QuantizationError(f"convert() on a QAT model whose {total} observers saw no data (not trained "
-                                    "after prepare_qat)", "a model trained, or calibrated, after prepare_qat so "
-                                    "that its int8 ranges come from data",
-                                    "train it for at least one batch, or pass calibration_loader= to convert()")
-        with quiet():
-            done = _calibrate(subject.eval(), calibration_loader, calibration_batches, progress)
-        if done == 0:
-            raise QuantizationError("an empty calibration loader", "at least one batch", "pass the training loader")
+    subject = observed_copy(prepared, calibration_loader, calibration_batches, progress)
     with quiet():
         quantized = _static_convert(subject, info["graph_mode"])
     _detach(quantized)

@@ -101,8 +101,6 @@ class SearchSpace:
             quantization = ("none", "dynamic")  # static and QAT cannot trace attention fed dicts of tensors
         else:
             quantization = ("none", "dynamic", "static", "qat")
-            if requirements.backend == "onnxruntime":
-                quantization = quantization[:-1]  # the ONNX Runtime engine has no QAT yet
             if objectives:
                 proposed, left_out = proposable_quantization(profile, quantization, objectives)
                 notes += tuple(n for n in left_out if n.split()[1] != seed_mode)
