@@ -10,14 +10,15 @@ model as each engine of :mod:`autocompress.quantization` makes it:
 
 Columns: size (the file a user deploys: ``torch.save`` of the state dict for torch, the ``.onnx`` file for ONNX
 Runtime), batch-1 and batch-64 latency, and the task metric on its whole evaluation set. Latency: every model of
-a task is timed in the same window, round-robin over ``ROUNDS`` rounds (each round: the median of 30 passes after
+a task is timed in the same window, round-robin over ``ROUNDS[task]`` rounds (each round: the median of 30 passes after
 5 warm-ups per model, fixed threads); the table gives the median round and the median per-round ratio to torch
-fp32 (X-fold: higher is faster). A row that cannot be made says why (torch.ao static int8 cannot trace a model
+fp32 (X-fold: higher is faster), and ONNX Runtime static int8 against torch.ao static int8 in the same rounds
+(the median per-round ratio: the engines' head to head). A row that cannot be made says why (torch.ao static int8 cannot trace a model
 fed a dict of tensors).
 
 Writes ``studies/results/runtimes.md`` atomically:
 
-    .venv/bin/python studies/runtimes.py [--tasks digits,mnist,reviews] [--rounds 5]
+    .venv/bin/python studies/runtimes.py [--tasks digits,mnist,reviews] [--rounds N]
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ from autocompress.task import load_task
 
 OUT = Path(__file__).parent / "results" / "runtimes.md"
 TASKS = ("digits", "mnist", "reviews")
-ROUNDS = 5
+ROUNDS = {"digits": 15, "mnist": 15, "reviews": 5}  # the CNNs are cheap to time: more rounds, steadier medians
+HEAD_TO_HEAD = ("ONNX Runtime static int8 (QDQ)", "torch.ao static int8")  # timed against each other as well
+REPEATS = 3  # more windows of the head to head alone (with torch fp32), to show its spread
 WARMUP, RUNS = 5, 30
 BATCHES = (1, 64)
 REFERENCE = "torch fp32"
@@ -116,6 +119,12 @@ def latencies(models: dict[str, nn.Module], example: Any, threads: int, rounds: 
         reference = samples[(REFERENCE, batch)]
         out[(name, batch)] = {"ms": statistics.median(values),
                               "ratio": statistics.median(a / b for a, b in zip(reference, values))}
+    prefix, theirs = HEAD_TO_HEAD
+    for (ours, batch) in samples:
+        if ours.startswith(prefix) and (theirs, batch) in samples:
+            # >1: ONNX Runtime faster; the same rounds, so both saw the same machine state
+            out[(ours, batch)]["vs"] = statistics.median(
+                a / b for a, b in zip(samples[(theirs, batch)], samples[(ours, batch)]))
     return out
 
 
@@ -144,11 +153,24 @@ def one_task(name: str, rounds: int, threads: int, log: Callable[[str], None]) -
         for batch in BATCHES:
             if (row["variant"], batch) in timed:
                 row[f"b{batch}"] = timed[(row["variant"], batch)]
+    pair = (REFERENCE, *HEAD_TO_HEAD)
+    if all(name in models for name in pair):
+        # The head to head again, in windows of its two engines alone: how much of the difference is the window.
+        spread = []
+        for _ in range(REPEATS):
+            again = latencies({name: models[name] for name in pair}, task.example_input, threads, rounds)
+            spread.append(again[(HEAD_TO_HEAD[0], 64)]["vs"])
+        ours = next(r for r in rows if r["variant"] == HEAD_TO_HEAD[0])
+        ours["b64"]["alone"] = spread
+        log(f"{name}: head to head alone at batch 64: {', '.join(f'{v:.2f}' for v in spread)}")
     return rows
 
 
-def markdown(rows: list[dict[str, Any]], threads: int, rounds: int, seconds: float) -> str:
+def markdown(rows: list[dict[str, Any]], threads: int, rounds: int | None, seconds: float) -> str:
     import onnxruntime
+
+    def rounds_of(task: str) -> int:
+        return rounds or ROUNDS.get(task, 5)
 
     lines = ["# Runtimes side by side", "",
              "Produced by `.venv/bin/python studies/runtimes.py` (one run). Machine: "
@@ -157,7 +179,9 @@ def markdown(rows: list[dict[str, Any]], threads: int, rounds: int, seconds: flo
              f"Took {seconds:.0f} s.", "",
              "Each task's trained model, unpruned. Size: the file a user deploys (`torch.save` of the state dict; "
              "the `.onnx` file). Latency: all models of a task timed in one window, round-robin over "
-             f"{rounds} rounds (each: median of {RUNS} passes after {WARMUP} warm-ups); the median round, and in "
+             f"{' / '.join(f'{rounds_of(t)}' for t in dict.fromkeys(r['task'] for r in rows))} rounds "
+             f"({', '.join(dict.fromkeys(r['task'] for r in rows))}; each: median of {RUNS} passes after {WARMUP} "
+             "warm-ups); the median round, and in "
              "brackets the median per-round speed-up over torch fp32. Metric: the whole evaluation set.", ""]
     for task in dict.fromkeys(r["task"] for r in rows):
         group = [r for r in rows if r["task"] == task]
@@ -171,6 +195,19 @@ def markdown(rows: list[dict[str, Any]], threads: int, rounds: int, seconds: flo
             cells = [f"{r[f'b{b}']['ms']:.3f} ({r[f'b{b}']['ratio']:.2f}×)" if f"b{b}" in r else "—"
                      for b in BATCHES]
             lines.append(f"| {r['variant']} | {r['size'] / 1e3:.1f} | {cells[0]} | {cells[1]} | {r['metric']:.4f} |")
+        for ours in [r for r in group if r["variant"].startswith(HEAD_TO_HEAD[0]) and "vs" in r.get("b64", {})]:
+            lines += ["", f"{ours['variant']} against {HEAD_TO_HEAD[1]}, the median per-round ratio over "
+                      f"{rounds_of(task)} rounds (> 1: ONNX Runtime faster): batch 1 {ours['b1']['vs']:.2f}×, "
+                      f"batch 64 {ours['b64']['vs']:.2f}×."]
+            alone = ours["b64"].get("alone")
+            if alone:
+                lines += ["", f"The same head to head at batch 64 in {len(alone)} more windows, each timing only "
+                          f"torch fp32 and the two static int8 engines ({rounds_of(task)} rounds each): "
+                          f"{', '.join(f'{v:.2f}×' for v in alone)}. "
+                          + ("ONNX Runtime is at least as fast in every window." if min(alone + [ours['b64']['vs']])
+                             >= 1.0 else
+                             "Where a ratio is under 1, ONNX Runtime was slower in that window; the spread between "
+                             "windows of the same two programs is the measure of how far that is the machine.")]
         lines.append("")
     return "\n".join(lines)
 
@@ -178,14 +215,16 @@ def markdown(rows: list[dict[str, Any]], threads: int, rounds: int, seconds: flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--rounds", type=int, default=None, help="rounds for every task (default: per task, "
+                        f"{', '.join(f'{k} {v}' for k, v in ROUNDS.items())})")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     threads = default_threads()
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for name in args.tasks.split(","):
-        rows += one_task(name, args.rounds, threads, lambda s: print(s, file=sys.stderr, flush=True))
+        rows += one_task(name, args.rounds or ROUNDS.get(name, 5), threads,
+                         lambda s: print(s, file=sys.stderr, flush=True))
     text = markdown(rows, threads, args.rounds, time.perf_counter() - started)
     atomic_write(args.out, lambda f: f.write(text.encode()))
     print(f"wrote {args.out}", file=sys.stderr)

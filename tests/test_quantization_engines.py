@@ -182,3 +182,37 @@ def test_an_untrained_qat_model_is_calibrated_before_its_onnxruntime_export(digi
         Q.convert(prepared, example_input=t.example_input)
     program = Q.convert(prepared, t.train_loader(), example_input=t.example_input)
     assert evaluate(program, t.eval_loader(), t.resolved_metric) >= accuracy - 0.02
+
+
+def test_onnxruntime_static_int8_of_an_attention_model_stores_its_embedding_tables_in_8_bits():
+    from onnx import TensorProto, numpy_helper
+
+    from tests.conftest import tiny_bert
+
+    model = tiny_bert(num_labels=2, seq_len=12)
+    torch.manual_seed(0)
+    batches = [({"input_ids": torch.randint(3, 100, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.long)},
+                torch.zeros(4, dtype=torch.long)) for _ in range(3)]
+    example = {k: v[:1] for k, v in batches[0][0].items()}
+    result = Q.quantize(model, Q.quantization_config("static", backend="onnxruntime"), batches, example,
+                        progress=False)
+    graph = onnx.load_from_string(result.model.onnx_bytes).graph
+    tables = {t.name: t for t in graph.initializer if "word_embeddings" in t.name}
+    eight_bit = (TensorProto.INT8, TensorProto.UINT8)  # ONNX Runtime stores gathered tables as activations: uint8
+    assert [t for t in tables.values() if len(t.dims) == 2 and t.data_type in eight_bit]
+    assert not any(numpy_helper.to_array(t).shape == (100, 32) and t.data_type == TensorProto.FLOAT
+                   for t in graph.initializer)  # no float copy of the word table is left
+    with torch.no_grad():
+        float_logits = model(**batches[0][0]).logits
+    assert (result.model(**batches[0][0]).argmax(1) == float_logits.argmax(1)).float().mean() >= 0.75
+
+
+def test_exporting_to_onnx_leaves_the_callers_model_in_eval_mode_and_unchanged(digits):
+    t, accuracy = digits
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    t.model.eval()
+    Q.quantize(t.model, Q.quantization_config("static", backend="onnxruntime"), t.train_loader(), t.example_input,
+               progress=False)
+    assert not t.model.training
+    assert evaluate(t.model, t.eval_loader(), t.resolved_metric) == accuracy  # BatchNorm statistics untouched
+    assert all(torch.equal(v, t.model.state_dict()[k]) for k, v in before.items())

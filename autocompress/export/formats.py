@@ -135,6 +135,10 @@ class Positional(nn.Module):
     def __init__(self, model: nn.Module, keys: list[str] | None) -> None:
         super().__init__()
         self.model, self.keys = model, keys
+        # The wrapper's own mode (not set recursively): torch.onnx.export puts the wrapper back in the mode it
+        # found it in, recursively, and a new module is in training mode, which left the user's model training
+        # (its BatchNorm then updated its running statistics on the next evaluation: digits 0.998 -> 0.991).
+        self.training = model.training
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         out = self.model(**dict(zip(self.keys, args))) if self.keys else self.model(*args)
