@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,30 +33,17 @@ from autocompress._io import atomic_write
 from autocompress.plan import Plan
 from autocompress.task import load_task
 
+sys.path.insert(0, str(Path(__file__).parent))
+from study_acceptance import accuracy, cli  # noqa: E402  (the same CLI runner and accuracy as the CPU study's)
+
 OUT = Path(__file__).parent / "results" / "onnxruntime_study.md"
 REQ = ["--task", "digits", "--objective", "size", "--max-drop", "1", "--target", "30", "--budget", "low",
        "--backend", "onnxruntime"]
 TOLERANCE_POINTS = 0.2
 
 
-def cli(*args: str, cwd: Path) -> str:
-    result = subprocess.run([sys.executable, "-m", "autocompress", *args], cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"`autocompress {' '.join(args)}` failed ({result.returncode}): {result.stderr[-2000:]}")
-    return result.stdout
-
-
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def accuracy(model, task) -> float:
-    correct = total = 0
-    with torch.inference_mode():
-        for x, y in task.eval_loader():
-            correct += int((model(x).argmax(1) == y).sum())
-            total += len(y)
-    return correct / total
 
 
 def main() -> int:
