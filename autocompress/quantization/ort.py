@@ -165,9 +165,11 @@ class _FoldedConvBn(nn.Module):
     then the BatchNorm), so the exported graph is one Conv whose weight ONNX Runtime can run in int8."""
 
     def __init__(self, module: nn.Module, relu: bool) -> None:
+        from .torch_ao import batchnorm_scale
+
         super().__init__()
         bn = module.bn
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        scale = batchnorm_scale(bn)
         shape = [-1] + [1] * (module.weight.dim() - 1)
         bias = module.bias if module.bias is not None else torch.zeros_like(bn.running_mean)
         self.conv = module

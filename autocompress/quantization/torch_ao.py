@@ -373,6 +373,12 @@ def quantize(model: nn.Module, config: QuantizationConfig, calibration_loader: I
         return handler(config, _Request(subject, calibration_loader, example_input, train_fn, progress))
 
 
+def batchnorm_scale(bn: nn.Module) -> torch.Tensor:
+    """``gamma / sqrt(running_var + eps)``: the factor a QAT Conv-BatchNorm scales its weight by before
+    fake-quantizing it (and what folding the BatchNorm into the convolution multiplies the weight by)."""
+    return bn.weight / torch.sqrt(bn.running_var + bn.eps)
+
+
 def _observe_weights(prepared: nn.Module) -> None:
     """Show each weight fake-quant the weight its layer's first forward would (a Conv-BatchNorm's folded by the
     BatchNorm's running statistics). Plain per-channel FakeQuantize modules start with one scale, which an
@@ -386,8 +392,7 @@ def _observe_weights(prepared: nn.Module) -> None:
                 continue
             bn = getattr(module, "bn", None)
             if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.running_var is not None:
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                weight = weight * scale.reshape([-1] + [1] * (weight.dim() - 1))
+                weight = weight * batchnorm_scale(bn).reshape([-1] + [1] * (weight.dim() - 1))
             fake_quant(weight)
 
 
