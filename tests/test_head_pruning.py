@@ -193,3 +193,27 @@ def test_bn_scale_is_refused_for_heads_mlp(bert):
     model, x = bert
     with pytest.raises(PruningError, match="technique 'bn_scale' with strategy 'heads_mlp'"):
         prune(model, x, PruningConfig(strategy="heads_mlp", technique="bn_scale"), progress=False)
+
+
+def test_solver_holds_the_head_ratio_it_is_given(bert):
+    # The transformer route prunes MLP channels first (head_ratio 0). Solving with the heads following the ratio
+    # gave a ratio whose model, pruned as the plan says (heads kept), fell short of the fold asked (1.22x, not
+    # 1.37x, on the reviews encoder).
+    model, x = bert
+    result = solve_target(model, x, "magnitude", strategy="heads_mlp", objective="flops", target=1.2,
+                          tolerance=0.02, widen=False, progress=False, head_ratio=0.0)
+    assert result.reached and result.config.head_ratio == 0.0
+    assert result.model.bert.encoder.layer[0].attention.self.num_attention_heads == HEADS
+    replayed = prune(model, x, result.config, progress=False)
+    assert replayed.flops_after == result.flops_after and abs(replayed.flop_reduction / 1.2 - 1) <= 0.02
+
+
+def test_held_heads_are_released_when_the_other_widths_cannot_reach_the_target(bert):
+    model, x = bert
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        result = solve_target(model, x, "magnitude", strategy="heads_mlp", objective="params", target=1.6,
+                              tolerance=0.02, widen=False, progress=False, head_ratio=0.0)
+    assert result.reached and result.config.effective_head_ratio > 0
+    assert result.model.bert.encoder.layer[0].attention.self.num_attention_heads < HEADS
+    assert any("with 0% of heads held" in note and "the heads follow the ratio" in note for note in result.notes)

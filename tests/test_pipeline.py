@@ -325,3 +325,28 @@ def test_a_format_that_fails_its_reload_check_after_the_work_is_skipped_not_a_ba
     assert set(outcome.exports) == {"autocompress", "torchscript"}
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert "onnx" in report["skipped_formats"] and not (tmp_path / "run" / "model.onnx").exists()
+
+
+def test_a_timed_target_missed_by_a_hair_still_prunes_a_measurable_step_further(digits, monkeypatch):
+    # 2.98x of a 3x latency target: the shortfall (1%) is smaller than the window-to-window spread of a timed
+    # ratio, so the next attempt asks for at least TIMED_MIN_STEP more pruning fold, not 1-3%; a size target
+    # (exact counts) steps by the shortfall.
+    task, original = digits
+    folds = []
+
+    def fake_run_plan(task, plan, original, requirements=None, **kwargs):
+        return pipeline.PipelineResult(model=task.model, plan=plan, original=original, compressed=original,
+                                       metric_drop=0.0, reduction={k: 2.98 for k in pipeline.REDUCTION_KEYS},
+                                       feasible=True, target_met=False)
+
+    def fake_with_pruning_fold(task, plan, objective, fold, progress):
+        folds.append((objective, fold))
+        return plan
+
+    monkeypatch.setattr(pipeline, "run_plan", fake_run_plan)
+    monkeypatch.setattr(pipeline, "_with_pruning_fold", fake_with_pruning_fold)
+    for objective in ("latency", "size"):
+        pipeline.run(task, Plan(), Requirements(objective=objective, target=3.0, max_drop=1.0), original=original,
+                     max_attempts=2, progress=False)
+    assert folds[0] == ("latency", pipeline.TIMED_MIN_STEP)
+    assert folds[1][0] == "size" and folds[1][1] == pytest.approx(3.0 / 2.98 * 1.02)

@@ -169,3 +169,18 @@ def test_rapl_energy_is_measured_in_eval_mode(monkeypatch):
     energy = profile_module.measure_energy(model, torch.rand(1, 4), latency_ms=1.0, flops=8, batch=4, threads=1)
     assert energy["method"] == "rapl" and modes and not any(modes)
     assert model.training  # the caller's mode is restored
+
+
+def test_timing_pins_glibcs_allocator_thresholds():
+    # In a fresh process glibc served batch-64 activations with mmap (page faults on every pass): torch fp32 on
+    # reviews took 551-594 ms, 452 ms once the process had trained; with fixed thresholds, 468-475 ms either way.
+    import platform
+
+    from autocompress.profile import fixed_threads, steady_allocator
+
+    steady_allocator.cache_clear()
+    with fixed_threads(1):
+        pass
+    assert steady_allocator.cache_info().misses == 1  # every timing context goes through it
+    if platform.libc_ver()[0] == "glibc":
+        assert steady_allocator() is True

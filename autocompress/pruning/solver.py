@@ -33,21 +33,25 @@ SOLVER_TOLERANCE = 0.02  # how close to the asked fold the solver must land (eit
 
 
 def solve_above(model: nn.Module, example_input: ModelInput, technique: Config | str, strategy: str,
-                objective: str, fold: float, round_to: int | None = None, progress: bool = False) -> PruneResult:
+                objective: str, fold: float, round_to: int | None = None, progress: bool = False,
+                head_ratio: float | None = None) -> PruneResult:
     """:func:`solve_target` aimed just above ``fold``: the solver lands within its tolerance on either side of what
     it is given, so asking for ``fold × (1 + tolerance)`` lands at ``fold`` or past it."""
     return solve_target(model, example_input, technique, strategy, objective=objective,
                         target=fold * (1 + SOLVER_TOLERANCE), tolerance=SOLVER_TOLERANCE, round_to=round_to,
-                        progress=progress)
+                        progress=progress, head_ratio=head_ratio)
 
 
 def solve_target(model: nn.Module, example_input: ModelInput, technique: Config | str = "magnitude",
                  strategy: str = "global", objective: str = "params", target: float = 2.0,
                  tolerance: float = 0.05, round_to: int | None = None, max_ratio: float = 0.95,
                  max_layer_ratio: float = 0.9, max_evals: int = 24, widen: bool = True,
-                 progress: bool = True) -> PruneResult:
+                 progress: bool = True, head_ratio: float | None = None) -> PruneResult:
     """Find the pruning ratio that makes ``model`` ``target`` times smaller in ``objective`` (within
     ``tolerance``, relative), measuring the real counts of a pruned copy at each try (bisection on the ratio).
+
+    ``head_ratio`` holds the share of attention heads removed while the ratio moves the other widths (a plan that
+    prunes MLP channels first); if the target is out of reach that way, the heads follow the ratio again.
 
     Attention heads come in whole units, so the reduction jumps as a head goes; the solver then holds the head
     count and moves the other widths. If the strategy cannot reach the target, it widens to ``global`` (when
@@ -63,7 +67,7 @@ def solve_target(model: nn.Module, example_input: ModelInput, technique: Config 
         raise PruningError(f"max_ratio {max_ratio!r}", "a fraction in (0, 1)", "pass e.g. 0.95")
     technique = technique_config(technique) if isinstance(technique, str) else technique
     base = PruningConfig(technique=technique, strategy=strategy, ratio=0.0, round_to=round_to,
-                         max_layer_ratio=max_layer_ratio)
+                         max_layer_ratio=max_layer_ratio, head_ratio=head_ratio)
     x = example(example_input)
     reference = output_shapes(model, x)
     before = (count_params(model), count_flops(model, x))
@@ -80,6 +84,14 @@ def solve_target(model: nn.Module, example_input: ModelInput, technique: Config 
             notes = [f"{exc}; widened to 'global'"] + ([why] if why else [])
         else:
             notes = [why] if why else []
+            if not solver.hit(result) and head_ratio is not None:
+                solver.max_evals += max_evals
+                released, why = solver.search(base.replace(head_ratio=None), max_ratio)
+                if solver.hit(released) or solver.error(released) < solver.error(result):
+                    notes = [f"with {100 * head_ratio:.0f}% of heads held, {strategy!r} reaches at most "
+                             f"{result.reduction(objective):.2f}x {objective}; the heads follow the ratio"]
+                    notes += [why] if why else []
+                    result = released
             if not solver.hit(result) and widen and strategy != "global":
                 solver.max_evals += max_evals
                 widened, why = solver.search(base.replace(strategy="global"), max_ratio)
@@ -136,7 +148,8 @@ class _Solver:
             return top, (f"strategy {base.strategy!r} reaches at most {self.reduction(top):.2f}x {self.objective} "
                          f"(ratio {max_ratio}): the layers it may prune hold too little of the model")
         counts = self.unit_counts if base.strategy == HEADS_MLP else self.head_counts
-        heads = counts if "attention" in strategy_named(base.strategy).kinds else []
+        # Held heads (head_ratio set) do not move with the ratio, so the reduction has no jumps to handle.
+        heads = counts if "attention" in strategy_named(base.strategy).kinds and base.head_ratio is None else []
         best, (lo, at_lo), (hi, at_hi) = self._bisect(base, (0.0, None), (max_ratio, top), heads)
         if self.hit(best):
             return best, ""
