@@ -13,7 +13,9 @@ Runtime), batch-1 and batch-64 latency, and the task metric on its whole evaluat
 a task is timed in the same window, round-robin over ``ROUNDS[task]`` rounds (each round: the median of 30 passes after
 5 warm-ups per model, fixed threads); the table gives the median round and the median per-round ratio to torch
 fp32 (X-fold: higher is faster), and ONNX Runtime static int8 against torch.ao static int8 in the same rounds
-(the median per-round ratio: the engines' head to head). A row that cannot be made says why (torch.ao static int8 cannot trace a model
+(the median per-round ratio: the engines' head to head), then each of the two profiled alone in its own
+profiler (ONNX Runtime's session profiler, ``torch.profiler``): ms per pass by kind of operator, which says where
+the difference is. A row that cannot be made says why (torch.ao static int8 cannot trace a model
 fed a dict of tensors).
 
 Writes ``studies/results/runtimes.md`` atomically:
@@ -128,6 +130,81 @@ def latencies(models: dict[str, nn.Module], example: Any, threads: int, rounds: 
     return out
 
 
+def _kind(op: str) -> str:
+    """convolutions, linear layers or everything else, from an operator's name in either profiler (QLinearAdd and
+    QLinearGlobalAveragePool are ONNX Runtime's int8 add and pooling, not linear layers)."""
+    lowered = op.lower()
+    if "conv" in lowered:
+        return "convolutions"
+    if any(k in lowered for k in ("gemm", "matmul", "quantized::linear", "aten::linear", "aten::addmm")):
+        return "linear layers"
+    return "everything else"
+
+
+def _ort_op_ms(model: nn.Module, x: Any, threads: int) -> dict[str, float]:
+    """ms per batch-64 pass by operator type in ONNX Runtime's own profiler (the program's bytes in a profiling
+    session with the same threads; the warm-up passes left out)."""
+    import json
+    import tempfile
+
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.log_severity_level = 3
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as folder:
+        options.profile_file_prefix = f"{folder}/ort"
+        session = onnxruntime.InferenceSession(model.onnx_bytes, sess_options=options,
+                                               providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x.numpy()}
+        for _ in range(WARMUP + RUNS):
+            session.run(None, feed)
+        with open(session.end_profiling()) as fh:
+            events = json.load(fh)
+    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
+    start = runs[WARMUP]["ts"]
+    out: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start:
+            op = e["args"]["op_name"]
+            out[op] = out.get(op, 0.0) + e["dur"] / 1000.0 / RUNS
+    return out
+
+
+def _torch_op_ms(model: nn.Module, x: Any, threads: int) -> dict[str, float]:
+    """ms per batch-64 pass by operator (self CPU time in torch's profiler, after warm-up passes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with fixed_threads(threads), torch.inference_mode():
+        for _ in range(WARMUP):
+            call_model(model, x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(RUNS):
+                call_model(model, x)
+    return {e.key: e.self_cpu_time_total / 1000.0 / RUNS for e in prof.key_averages()}
+
+
+def op_breakdown(models: dict[str, nn.Module], example: Any, threads: int) -> dict[str, Any]:
+    """Where the batch-64 time of the two static int8 programs goes, each profiled alone: ms per pass by kind of
+    operator (convolutions, linear layers, everything else), and the busiest operators of each kind."""
+    x = repeat_to_batch(to_device(example, "cpu"), 64)
+    ours, theirs = HEAD_TO_HEAD
+    out: dict[str, Any] = {}
+    for name, profiler in ((ours, _ort_op_ms), (theirs, _torch_op_ms)):
+        ops = profiler(models[name], x, threads)
+        kinds: dict[str, float] = {}
+        names: dict[str, list[str]] = {}
+        for op, ms in sorted(ops.items(), key=lambda kv: -kv[1]):
+            kinds[_kind(op)] = kinds.get(_kind(op), 0.0) + ms
+            if ms >= 0.01 * sum(ops.values()) and _kind(op) != "everything else":
+                names.setdefault(_kind(op), []).append(op)
+        with fixed_threads(threads), torch.inference_mode():
+            alone = _pass(models[name], x)()  # unprofiled, nothing else timed in between
+        out[name] = {"kinds": kinds, "ops": names, "alone_ms": alone}
+    return out
+
+
 def one_task(name: str, rounds: int, threads: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
     task = load_task(name)
     metric = task.resolved_metric
@@ -163,6 +240,7 @@ def one_task(name: str, rounds: int, threads: int, log: Callable[[str], None]) -
         ours = next(r for r in rows if r["variant"] == HEAD_TO_HEAD[0])
         ours["b64"]["alone"] = spread
         log(f"{name}: head to head alone at batch 64: {', '.join(f'{v:.2f}' for v in spread)}")
+        ours["b64"]["ops"] = op_breakdown(models, task.example_input, threads)
     return rows
 
 
@@ -204,27 +282,66 @@ def markdown(rows: list[dict[str, Any]], threads: int, rounds: int | None, secon
                 lines += ["", f"The same head to head at batch 64 in {len(alone)} more windows, each timing only "
                           f"torch fp32 and the two static int8 engines ({rounds_of(task)} rounds each): "
                           f"{', '.join(f'{v:.2f}×' for v in alone)}. " + _verdict(alone + [ours["b64"]["vs"]],
-                                                                                 ours["b1"]["vs"])]
+                                                                                 ours["b1"]["vs"],
+                                                                                 ours["b64"].get("ops"))]
+            if ours["b64"].get("ops"):
+                lines += _ops_table(ours["b64"]["ops"])
         lines.append("")
     return "\n".join(lines)
 
 
-def _verdict(batch64: list[float], batch1: float) -> str:
-    """What the head to head says, from its ratios (> 1: ONNX Runtime faster)."""
+def _verdict(batch64: list[float], batch1: float, ops: dict[str, Any] | None) -> str:
+    """What the head to head says, from its ratios (> 1: ONNX Runtime faster) and the operator profiles."""
+    where = (" " + _where(ops)) if ops else ""
     if min(batch64) >= 1.0:
-        return "ONNX Runtime's static int8 is at least as fast as torch.ao's in every window."
+        return "ONNX Runtime's static int8 is at least as fast as torch.ao's in every window." + where
     if max(batch64) >= 1.0:
         return ("The windows disagree (ratios on both sides of 1): at batch 64 the two engines' int8 programs are "
-                "within this machine's window-to-window spread of each other.")
+                "within this machine's window-to-window spread of each other." + where)
     return (f"At batch 64 ONNX Runtime's static int8 took {100 * (1 / max(batch64) - 1):.0f}-"
             f"{100 * (1 / min(batch64) - 1):.0f}% more time than torch.ao's in every window here, while at batch 1 "
-            f"it is {batch1:.1f}× faster (torch.ao's per-call overhead dominates one sample). Why not at batch 64 is "
-            "not settled: the ratio depends on what else is timed in the window. In the window of "
-            "`studies/ort_static_variants.py` (torch fp32, torch.ao static and five ONNX Runtime static programs) "
-            "the same program ran as fast or faster than torch.ao's, and none of the quantizer's other options "
-            "(per-tensor weights, Conv/Gemm only, QOperator, uint8 weights) was faster than its default. A likely "
-            "cause, not measured: both engines' thread pools spin-wait after a call, so on these 2 cores the "
-            "engine timed first slows the next; timing each engine in a process of its own would settle it.")
+            f"it is {batch1:.1f}× faster (torch.ao's per-call overhead dominates one sample)." + where +
+            " None of ONNX Runtime's quantizer options (per-tensor weights, Conv/Gemm only, QOperator, uint8 "
+            "weights; `studies/ort_static_variants.py`) made its programs faster than the default.")
+
+
+def _where(ops: dict[str, Any]) -> str:
+    """One sentence from :func:`op_breakdown`: the kind of operator where the two programs differ most."""
+    ours, theirs = (ops[name]["kinds"] for name in HEAD_TO_HEAD)
+    kinds = [k for k in dict.fromkeys([*ours, *theirs])]
+    gaps = {k: ours.get(k, 0.0) - theirs.get(k, 0.0) for k in kinds}
+    widest = max(gaps, key=lambda k: abs(gaps[k]))
+    names = {name: ", ".join(ops[name]["ops"].get(widest, [])) or widest for name in HEAD_TO_HEAD}
+    rest = max((abs(v) for k, v in gaps.items() if k != widest), default=0.0)
+    alone = [ops[name]["alone_ms"] for name in HEAD_TO_HEAD]
+    overhead = max(sum(ops[name]["kinds"].values()) - ops[name]["alone_ms"] for name in HEAD_TO_HEAD)
+    if overhead > abs(gaps[widest]) / 2:
+        # A profiler's per-operator cost is fixed: on a small model it can exceed the gap it is meant to split.
+        return (f"Timed alone (each program on its own, unprofiled, median of {RUNS} batch-64 passes) ONNX Runtime's "
+                f"takes {alone[0]:.2f} ms and torch.ao's {alone[1]:.2f} ms ({alone[0] / alone[1]:.2f}× torch.ao's "
+                f"time). The operator profiles below do not split that: profiling added up to {overhead:.2f} ms to a "
+                f"pass, more than half the largest gap between the engines' kinds of operator ({widest}: "
+                f"{abs(gaps[widest]):.2f} ms).")
+    return (f"Timed alone (each program on its own, unprofiled, median of {RUNS} batch-64 passes) ONNX Runtime's "
+            f"takes {alone[0]:.2f} ms and torch.ao's {alone[1]:.2f} ms ({alone[0] / alone[1]:.2f}× torch.ao's time). "
+            f"Profiled alone (each engine's own profiler, ms per pass), the {widest} take "
+            f"{ours.get(widest, 0.0):.2f} ms in ONNX Runtime ({names[HEAD_TO_HEAD[0]]}) against "
+            f"{theirs.get(widest, 0.0):.2f} ms in torch.ao ({names[HEAD_TO_HEAD[1]]}); every other kind of operator "
+            f"differs by at most {rest:.2f} ms. The difference is in the {widest}' int8 kernels (ONNX Runtime's "
+            "MLAS against torch.ao's fbgemm), not in layout or quantize/dequantize steps around them.")
+
+
+def _ops_table(ops: dict[str, Any]) -> list[str]:
+    ours, theirs = (ops[name]["kinds"] for name in HEAD_TO_HEAD)
+    lines = ["", "Where the batch-64 time of the two static int8 programs goes, each profiled alone (ms per pass; "
+             "profiling adds its own overhead):", "",
+             f"| operators | {HEAD_TO_HEAD[0]} | {HEAD_TO_HEAD[1]} |", "|---|---:|---:|"]
+    for kind in dict.fromkeys([*ours, *theirs]):
+        lines.append(f"| {kind} | {ours.get(kind, 0.0):.3f} | {theirs.get(kind, 0.0):.3f} |")
+    lines.append(f"| total, profiled | {sum(ours.values()):.3f} | {sum(theirs.values()):.3f} |")
+    lines.append(f"| a pass timed alone, unprofiled | {ops[HEAD_TO_HEAD[0]]['alone_ms']:.3f} | "
+                 f"{ops[HEAD_TO_HEAD[1]]['alone_ms']:.3f} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
