@@ -15,10 +15,10 @@ from pathlib import Path
 import streamlit as st
 
 try:
-    from dashboard import data
+    from dashboard import data, search, share
 except ImportError:  # started with `streamlit run dashboard/app.py` from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from dashboard import data
+    from dashboard import data, search, share
 
 from autocompress.errors import AutocompressError
 from autocompress.study import mask_url
@@ -55,7 +55,8 @@ def show_pareto(study: dict, chart_key: str) -> int | None:
     x = left.selectbox("x axis", list(labels), index=1 if len(values) > 1 else 0, format_func=labels.get,
                        key=f"x-{chart_key}")
     y = right.selectbox("y axis", list(labels), index=0, format_func=labels.get, key=f"y-{chart_key}")
-    event = st.plotly_chart(data.pareto_figure(study, x, y), key=f"pareto-{chart_key}", on_select="rerun",
+    zoom = st.toggle("zoom on the feasible trials (the original stays in view)", value=True, key=f"zoom-{chart_key}")
+    event = st.plotly_chart(data.pareto_figure(study, x, y, zoom=zoom), key=f"pareto-{chart_key}", on_select="rerun",
                             selection_mode="points", width="stretch")
     points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
         getattr(getattr(event, "selection", None), "points", [])
@@ -137,9 +138,78 @@ def show_export(url: str | None, study: dict, record: dict) -> None:
                            key=f"download-{record['number']}-{fmt}")
 
 
+def show_search(url: str | None, study: dict) -> None:
+    """How the search went and what mattered: history, importances, parallel coordinates."""
+    st.subheader("How the search went")
+    history, importance, parallel = st.tabs(["Optimisation history", "Parameter importances",
+                                            "Parallel coordinates"])
+    with history:
+        st.caption("Each objective's value per trial; the line is the best feasible value so far; the ringed "
+                   "diamond is the seed (the rule plan).")
+        st.plotly_chart(search.history_figure(study), width="stretch", key="history")
+    with importance:
+        complete = len(data.complete_trials(study))
+        try:
+            found = cached_importances(url, study["name"], complete)
+        except AutocompressError as exc:
+            found = {}
+            st.warning(str(exc))
+        if found:
+            st.caption(f"Optuna's fANOVA importance evaluator over the {complete} completed trials: the share of "
+                       "each objective's variance a plan parameter explains (parameters every trial has).")
+            st.plotly_chart(search.importance_figure(found), width="stretch", key="importances")
+        else:
+            st.info(f"Importances need at least {search.MIN_TRIALS_FOR_IMPORTANCE} completed trials "
+                    f"({complete} so far).")
+    with parallel:
+        st.plotly_chart(search.parallel_figure(study), width="stretch", key="parallel")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_importances(url: str | None, name: str, complete: int) -> dict:
+    # Keyed on the number of completed trials: a new trial recomputes, a refresh without one does not.
+    return search.importances(url, name, data.load(url, name))
+
+
+def show_compare(url: str | None, study: dict) -> None:
+    st.subheader("Compare two trials")
+    complete = [t["number"] for t in data.complete_trials(study)]
+    if len(complete) < 2:
+        st.info("Comparing needs two completed trials.")
+        return
+    best = data.default_trial(study)
+    left, right = st.columns(2)
+    first = left.selectbox("first trial", complete, index=complete.index(best) if best in complete else 0,
+                           key="compare-first")
+    others = [n for n in complete if n != first]
+    seed = search.seed_trial(study)
+    second = right.selectbox("second trial", others, index=others.index(seed) if seed in others else 0,
+                             key="compare-second")
+    st.dataframe(search.compare_frame(study, first, second), hide_index=True, width="stretch", key="compare-table")
+    try:
+        widths = {n: cached_widths(url, study["name"], n) for n in (first, second)}
+        st.plotly_chart(search.compare_widths_figure(widths), width="stretch", key=f"compare-widths-{first}-{second}")
+    except AutocompressError as exc:
+        st.warning(str(exc))
+
+
+def show_share(study: dict) -> None:
+    # In the page, not the sidebar: this runs inside the refreshing fragment, which may not write to the sidebar.
+    st.download_button("Download this study as one HTML file", share.study_html(study).encode(),
+                       file_name=f"{study['name']}.html", mime="text/html", key="share-html",
+                       help="self-contained (opens offline): the Pareto chart, the history and the trial table, "
+                            "for people who do not run Streamlit")
+
+
+@st.cache_data(show_spinner=False, ttl=2, max_entries=8)
+def cached_study(url: str | None, name: str) -> dict:
+    # Reruns within two seconds (a click, a toggle) reuse one storage read; live refresh still sees new trials.
+    return data.load(url, name)
+
+
 def show_study(url: str | None, name: str) -> None:
     try:
-        study = data.load(url, name)
+        study = cached_study(url, name)
     except AutocompressError as exc:
         st.warning(str(exc))
         return
@@ -159,9 +229,12 @@ def show_study(url: str | None, name: str) -> None:
     if not complete:
         st.info("No trial has completed yet; this page refreshes as trials finish.")
         return
+    show_share(study)
     clicked = show_pareto(study, name)
     show_table(study)
     show_detail(url, study, clicked)
+    show_search(url, study)
+    show_compare(url, study)
 
 
 def main() -> None:

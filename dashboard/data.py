@@ -120,16 +120,46 @@ def front_2d(points: list[tuple[int, float, float]], directions: tuple[str, str]
     return [p[0] for p in sorted(keep, key=lambda p: signs[0] * p[1])]
 
 
-def pareto_figure(data: dict[str, Any], x: int = 1, y: int = 0) -> go.Figure:
+def complete_trials(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The completed trials whose values are all finite numbers (what the charts can place)."""
+    return [t for t in data["trials"] if t["state"] == "COMPLETE" and t["values"] is not None
+            and all(v is not None and math.isfinite(v) for v in t["values"])]
+
+
+def feasible_ranges(data: dict[str, Any], x: int, y: int, pad: float = 0.08) -> dict[str, list[float]] | None:
+    """The Pareto chart's default zoom: axis ranges around the feasible trials and the original model (which
+    stays visible), padded; log axes (the costs) in log10 units as plotly wants. None without a feasible trial."""
+    feasible = [t for t in complete_trials(data) if t["feasible"]]
+    if not feasible:
+        return None
+    original = original_values(data)
+    out = {}
+    for index, axis in ((x, "xaxis"), (y, "yaxis")):
+        values = [t["values"][index] for t in feasible]
+        if math.isfinite(original[index]):
+            values.append(original[index])
+        if index == 0 and threshold_value(data) is not None:
+            values.append(threshold_value(data))  # the threshold line stays in view too
+        if index:  # a log axis
+            values = [math.log10(v) for v in values if v > 0]
+            if not values:
+                continue
+        low, high = min(values), max(values)
+        span = (high - low) or (abs(high) or 1.0) * 0.1
+        out[axis] = [low - pad * span, high + pad * span]
+    return out
+
+
+def pareto_figure(data: dict[str, Any], x: int = 1, y: int = 0, zoom: bool = True) -> go.Figure:
     """Value ``y`` against value ``x`` (indices into the study's values: 0 is the metric, then the costs).
 
     Feasible trials are filled circles, infeasible ones grey crosses; the feasible front in these two values is a
     line; the original model is a star and the seed trial (the rule plan) a ringed diamond; the threshold (the
-    lowest metric the max drop allows) is a dashed line when the metric is on an axis.
+    lowest metric the max drop allows) is a dashed line when the metric is on an axis. ``zoom``: the axes start on
+    the feasible trials, the original and the threshold (:func:`feasible_ranges`); the rest is a zoom-out away.
     """
     directions = data["objectives"]["directions"]
-    complete = [t for t in data["trials"] if t["state"] == "COMPLETE" and t["values"] is not None
-                and all(v is not None and math.isfinite(v) for v in t["values"])]
+    complete = complete_trials(data)
     fig = go.Figure()
 
     def hover(t: dict[str, Any]) -> str:
@@ -172,6 +202,9 @@ def pareto_figure(data: dict[str, Any], x: int = 1, y: int = 0) -> go.Figure:
     for index, axis in ((x, "xaxis"), (y, "yaxis")):
         # Costs on a log axis: compressed models sit 10-100× below the original, which a linear axis squashes.
         fig.update_layout({axis: dict(title=axis_label(data, index), type="log" if index else "linear")})
+    ranges = feasible_ranges(data, x, y) if zoom else None
+    for axis, bounds in (ranges or {}).items():
+        fig.update_layout({axis: dict(range=bounds)})
     fig.update_layout(height=480, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.2))
     return fig
 

@@ -1,6 +1,6 @@
 """The Streamlit dashboard: its data layer, the app under Streamlit's AppTest, and the real app in Chromium.
 
-One small real study (digits, low budget, 3 trials) is made for the module. The browser test starts
+One small real study (digits, low budget, 4 trials: the fewest that importances take) is made for the module. The browser test starts
 `autocompress dashboard` on a free port and loads it in headless Chromium (Debian's, driven by Playwright);
 a missing browser fails the test (.ci/run installs it).
 """
@@ -30,7 +30,7 @@ REQ = ["--task", "digits", "--objective", "size", "--max-drop", "1", "--target",
 def small_study(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dash")
     storage = f"sqlite:///{folder}/d.db"
-    result = run_cli("study", *REQ, "--name", "dash", "--storage", storage, "--trials", "3", "--neighbours", "1",
+    result = run_cli("study", *REQ, "--name", "dash", "--storage", storage, "--trials", "4", "--neighbours", "1",
                      cwd=folder)
     assert result.returncode == 0, result.stderr
     from dashboard import data
@@ -45,7 +45,7 @@ def test_data_layer_tables_front_and_chart(small_study):
     study = small_study["data"]
     assert data.study_names(small_study["storage"]) == ["dash"]
     frame = data.trials_frame(study)
-    assert list(frame["trial"]) == [0, 1, 2]
+    assert list(frame["trial"]) == [0, 1, 2, 3]
     assert frame.loc[0, "seed"] and not frame.loc[1:, "seed"].any()
     assert {"pruning.ratio", "distillation.technique", "drop (points)", "size ×", "seconds"} <= set(frame.columns)
     feasible = data.trials_frame(study, feasible_only=True)
@@ -72,6 +72,69 @@ def test_data_layer_tables_front_and_chart(small_study):
                         "classifier.3": 10}  # the DigitsCNN widths, recorded once by the study
     assert all(w["compressed"] <= w["original"] for w in widths.values())
     assert widths["classifier.3"]["compressed"] == 10  # the output layer is never pruned
+
+
+def test_history_importances_parallel_and_compare(small_study):
+    import math
+
+    from dashboard import data, search
+
+    study = small_study["data"]
+    complete = data.complete_trials(study)
+    feasible = [t for t in complete if t["feasible"]]
+    assert feasible, "the fixture study needs a feasible trial"
+    # history: per objective, the best feasible value so far, step by step
+    for i, direction in enumerate(study["objectives"]["directions"]):
+        better = max if direction == "maximize" else min
+        steps = search.best_so_far(study, i)
+        assert [n for n, _ in steps] == sorted(t["number"] for t in complete)
+        for number, best in steps:
+            so_far = [t["values"][i] for t in feasible if t["number"] <= number]
+            assert best == (better(so_far) if so_far else None)
+    fig = search.history_figure(study)
+    names = [trace.name for trace in fig.data]
+    assert names.count("best feasible so far") == len(study["objectives"]["values"])
+    assert any(name and name.startswith("seed: trial 0") for name in names)
+    # importances: fANOVA over the completed trials, one ranking per objective, shares summing to 1
+    found = search.importances(small_study["storage"], "dash", study)
+    assert list(found) == study["objectives"]["values"]
+    for shares in found.values():
+        assert shares and abs(sum(shares.values()) - 1.0) < 1e-6
+        assert set(shares) <= set(complete[0]["params"])
+    few = dict(study, trials=study["trials"][:search.MIN_TRIALS_FOR_IMPORTANCE - 1])
+    assert search.importances(small_study["storage"], "dash", few) == {}
+    # parallel coordinates: one axis per plan parameter plus the metric, lines coloured by feasibility
+    parallel = search.parallel_figure(study).data[0]
+    params = sorted({p for t in complete for p in t["params"]})
+    assert [d.label for d in parallel.dimensions] == params + [study["objectives"]["values"][0]]
+    assert list(parallel.line.color) == [1 if t["feasible"] else 0 for t in complete]
+    # compare: two trials' plans and figures side by side, the differences flagged
+    first, second = complete[0]["number"], complete[1]["number"]
+    table = search.compare_frame(study, first, second).set_index("")
+    assert list(table.columns) == [f"trial {first}", f"trial {second}", "differs"]
+    assert table.loc["plan", f"trial {first}"] == complete[0]["plan_summary"]
+    assert table.loc["plan", "differs"] == (complete[0]["plan_summary"] != complete[1]["plan_summary"])
+    # the Pareto chart opens zoomed on the feasible trials with the original in view
+    ranges = data.feasible_ranges(study, 1, 0)
+    original = data.original_values(study)
+    low, high = ranges["xaxis"]
+    assert low <= math.log10(original[1]) <= high
+    assert all(low <= math.log10(t["values"][1]) <= high for t in feasible)
+    assert list(data.pareto_figure(study, 1, 0).layout.xaxis.range) == ranges["xaxis"]
+    assert data.pareto_figure(study, 1, 0, zoom=False).layout.xaxis.range is None
+
+
+def test_study_exports_as_one_self_contained_html_file(small_study, tmp_path):
+    from dashboard import share
+
+    study = small_study["data"]
+    path = share.write_html(study, tmp_path / "study.html")
+    text = path.read_text()
+    assert text.count("<script>/**\n* plotly.js v") == 1  # plotly.js inlined, once: it opens offline
+    assert "<script src=" not in text
+    assert text.count('class="plotly-graph-div"') == 2  # the Pareto chart and the history
+    assert f"autocompress study {study['name']}" in text and "<table" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.html"]  # no temporary file left behind
 
 
 def test_missing_storage_is_a_message_not_a_file(tmp_path):
@@ -123,6 +186,27 @@ def test_app_shows_table_front_detail_and_exports(small_study, monkeypatch, tmp_
     import torch
 
     assert model(torch.rand(4, 1, 8, 8)).shape == (4, 10) and figures["trial"] == best
+
+
+def test_app_shows_how_the_search_went_compares_and_shares(small_study, monkeypatch):
+    from dashboard import data
+
+    at = _app(small_study["storage"], monkeypatch)
+    assert not at.exception, at.exception
+    assert [tab.label for tab in at.tabs] == ["Optimisation history", "Parameter importances",
+                                             "Parallel coordinates"]
+    charts = at.get("plotly_chart")
+    # the Pareto chart, the trial's widths, history, importances, parallel coordinates, the compared widths
+    assert len(charts) == 6, [c.proto.id for c in charts]
+    assert not at.info or all("Importances need" not in i.value for i in at.info)
+    study = small_study["data"]
+    compare = next(d.value for d in at.dataframe if "differs" in d.value.columns)
+    best, seed = data.default_trial(study), 0
+    expected = [f"trial {best}", f"trial {seed if seed != best else 1}", "differs"]
+    assert list(compare.columns)[1:] == expected
+    at.selectbox(key="compare-second").select(next(n for n in range(4) if n not in (best, seed))).run()
+    assert not at.exception, at.exception
+    assert len(at.get("download_button")) >= 1  # the study as one HTML file
 
 
 def test_app_on_missing_and_empty_storage(monkeypatch, tmp_path):
@@ -204,7 +288,7 @@ def test_dashboard_in_headless_chromium(small_study, tmp_path):
             assert page.locator("[data-testid=stDataFrame]").nth(1).is_visible()
             # export in the browser: the button runs the export, the download hands over a model that reloads
             page.get_by_role("button", name="Export", exact=True).click()
-            download_button = page.locator("[data-testid=stDownloadButton] button")
+            download_button = page.locator("[data-testid=stDownloadButton] button").filter(has_text=".ts")
             download_button.wait_for(timeout=120_000)
             with page.expect_download(timeout=60_000) as download:
                 download_button.click()
@@ -214,6 +298,30 @@ def test_dashboard_in_headless_chromium(small_study, tmp_path):
             import torch
 
             assert saved.suffix == ".ts" and autocompress.load(saved)(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+            # how the search went: each tab's chart renders (plotly draws a parcoords view for the last one)
+            for tab, drawn in (("Optimisation history", ".scatterlayer .point"),
+                               ("Parameter importances", ".barlayer .point"), ("Parallel coordinates", ".parcoords")):
+                page.get_by_role("tab", name=tab).click()
+                panel = page.locator("[role=tabpanel]:visible")
+                panel.locator(drawn).first.wait_for(timeout=60_000, state="attached")  # a 0-width bar is hidden
+                assert panel.locator(drawn).count() > 0
+            assert page.get_by_text("Compare two trials").count() == 1
+            compare = page.locator("[data-testid=stDataFrame]").nth(3)  # studies, trials, one trial, compare
+            compare.scroll_into_view_if_needed()
+            assert compare.is_visible()
+            # the study as one HTML file: it opens in the browser, offline, and shows the Pareto chart
+            with page.expect_download(timeout=60_000) as shared:
+                page.get_by_role("button", name="Download this study as one HTML file").click()
+            html_file = tmp_path / shared.value.suggested_filename
+            shared.value.save_as(html_file)
+            offline = browser.new_page()
+            offline.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:")
+                          else route.continue_())
+            offline.goto(html_file.as_uri())
+            offline.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+            assert offline.locator(".js-plotly-plot").first.locator(".scatterlayer .point").count() == \
+                len(complete) + 2
+            offline.close()
             # a study still running: one more trial appears without reloading the page
             trials_shown = page.locator("[data-testid=stMetricValue]").first  # the "trials" figure
             before = len(small_study["data"]["trials"])
