@@ -35,7 +35,7 @@ class DataFileError(TaskError):
 
 def listed(values: Sequence[Any], limit: int = 12) -> str:
     """``values`` comma-separated for a message, the first ``limit`` of them and the count when there are more."""
-    items = [str(v) for v in values]
+    items = [str(v) if len(str(v)) <= 40 else str(v)[:39] + "…" for v in values]
     return ", ".join(items[:limit]) + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
@@ -154,6 +154,11 @@ def texts_and_labels(table: Table, text_column: str, label_column: str) -> tuple
         text = row.get(text_column)
         texts.append("" if text is None else " ".join(str(text).split()))
         labels.append(label)
+    distinct = len(set(labels))
+    if distinct > 20 and distinct > len(labels) // 2:  # a text column, not classes: a few labels repeat a lot
+        raise DataFileError(f"label column {label_column!r} of {table.path.name} holds {distinct} different values "
+                            f"in {len(labels)} rows", "a column of class labels, each shared by many rows",
+                            "pass --label-column with the class column")
     return texts, labels
 
 

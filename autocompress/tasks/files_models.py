@@ -177,12 +177,15 @@ def label_ids(names: Sequence[str], source: ModelSource, table: bool) -> tuple[l
 def _quiet_transformers() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # the load report is not an error of the user's
+    hf_logging.disable_progress_bar()  # nor is a "Loading weights" bar news in a one-line-per-step run
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_text_model(source: ModelSource) -> tuple[Any, Any]:
