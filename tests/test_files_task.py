@@ -213,6 +213,26 @@ def test_profile_image_folder_with_torchvision_weights(image_files):
     assert "resized to 32x32" in result.stderr  # the folder's own image side
 
 
+def test_a_hugging_face_image_classifier_folder_uses_its_image_processor(text_files, image_files, tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    folder, _ = image_files
+    vit = tmp_path / "tiny-vit"
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, num_labels=10)
+    ViTForImageClassification(config).save_pretrained(vit)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(vit)
+    result = run_cli("profile", "--model", str(vit), "--data", str(folder), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["arch_type"] == "transformer"
+    assert "ViTImageProcessor" in result.stderr
+    task = load_task(files_spec(str(vit), str(folder)).ref())
+    assert tuple(task.example_input.shape) == (1, 3, 32, 32) and len(task.eval_data) == 2 * IMAGES_PER_CLASS
+    with pytest.raises(AutocompressError, match="is a text table but --model .*tiny-vit is an image classifier"):
+        load_task(files_spec(str(vit), str(text_files[1])).ref())
+
+
 def test_the_old_model_option_still_means_weights_for_the_task(tmp_path):
     from autocompress.tasks.digits import cached_model
 
@@ -359,6 +379,17 @@ def test_bad_inputs_are_one_line_exit_2_and_write_nothing(text_files, image_file
         result = run_cli("compress", *args, "--objective", "size", "--target", "4", "--out", str(out))
         _one_line_error(result, *fragments)
         assert not out.exists(), case
+
+
+def test_bench_checks_the_files_before_writing(text_files, tmp_path):
+    folder, _ = text_files
+    definition = ROOT / "studies" / "digits.yaml"
+    result = run_cli("bench", str(definition), "--model", str(folder), "--data", str(tmp_path / "missing.csv"),
+                     "--out", str(tmp_path / "tables"))
+    _one_line_error(result, f"--data {tmp_path / 'missing.csv'} does not exist")
+    assert not (tmp_path / "tables").exists()
+    _one_line_error(run_cli("bench", str(definition), "--model", str(folder)), f"--model {folder} without --data",
+                    "bench takes --model only with --data")
 
 
 def test_study_refuses_model_without_data(text_files, tmp_path):

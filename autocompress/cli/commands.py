@@ -118,8 +118,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     definition, out = args.definition, args.out
     spec = _files_spec(args)
     if spec is not None:
+        from ..task import load_task
         from ..tasks.files import bench_definition_for
 
+        load_task(spec.ref())  # bad files are a one-line error before anything is written
         out = out or str(Path(definition).parent / "results")
         definition = bench_definition_for(definition, spec, out)
         err.print(f"wrote {definition}: {args.definition} with the task of --model and --data")
