@@ -325,8 +325,15 @@ def _load_factory_from_ref(ref: str) -> Callable[[], Any]:
 
 
 def load_task(spec: str) -> Task:
-    """Load and validate a task from a built-in name, a ``.py`` file defining ``task()``, or ``module:function``."""
+    """Load and validate a task from a built-in name, a ``.py`` file defining ``task()``, ``module:function``, or
+    a ``files:{...}`` reference to a model and data files (:meth:`autocompress.tasks.files.FilesSpec.ref`)."""
     spec = str(spec)
+    if spec.startswith("files:"):
+        # A model and data files named on the command line (autocompress.tasks.files), before the path test:
+        # the reference's JSON holds slashes.
+        from .tasks.files import task_from_ref
+
+        return validate_task(task_from_ref(spec))
     if spec in BUILTIN_TASKS:
         factory = _load_factory_from_ref(BUILTIN_TASKS[spec])
     elif spec.endswith(".py") or "/" in spec or Path(spec).is_file():

@@ -13,11 +13,66 @@ EXIT_TARGET_MISSED = 3  # the threshold held but the target was not reached, or 
 # because back-off changed the quantization mode (the best result is still written)
 
 
+DEFAULT_TASK = "digits"
+FILES_OPTIONS = ("eval_data", "split_seed", "text_column", "label_column", "metric", "weights", "image_size")
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _files_spec(args: argparse.Namespace) -> Any:
+    """The task without code that --model and --data name, or None when --data is absent (then --model, where the
+    command has it, is weights for --task's architecture)."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+
+    data, model = getattr(args, "data", None), getattr(args, "model", None)
+    given = [_option(k) for k in FILES_OPTIONS if getattr(args, k, None) is not None]
+    if data is None:
+        if given:
+            raise ConfigError(f"{given[0]} without --data", f"{given[0]} only with --model and --data",
+                              "add --data FILE_OR_FOLDER, or leave out " + given[0])
+        if model is not None and not hasattr(args, "allow_pickle"):  # study, bench: no weights-for-task meaning
+            raise ConfigError(f"--model {model} without --data", f"{args.command} takes --model only with --data (it "
+                              "re-loads its task by reference, so --task's weights belong in the task file)",
+                              "add --data, or load the weights inside your task file")
+        if model is not None and (model.startswith("torchvision:") or Path(model).is_dir()):
+            raise ConfigError(f"--model {model} without --data",
+                              "--data with a model folder or torchvision:NAME (without --data, --model is a weights "
+                              "file for --task's architecture)", "add --data FILE_OR_FOLDER")
+        return None
+    if model is None:
+        raise ConfigError(f"--data {data} without --model", "a model for the data: --model with a Hugging Face "
+                          "folder or torchvision:NAME --weights FILE", "add --model")
+    if getattr(args, "task", None) is not None:
+        raise ConfigError(f"--task {args.task} with --data {data}", "either --task, or --model with --data",
+                          "leave out --task")
+    if getattr(args, "allow_pickle", False):
+        raise ConfigError("--allow-pickle with --data", "no pickles: a Hugging Face folder, or torchvision weights "
+                          "loaded as a state dict", "leave out --allow-pickle")
+    from ..tasks.files import files_spec
+
+    return files_spec(model, data, **{k: getattr(args, k) for k in FILES_OPTIONS})
+
+
+def _task_ref(args: argparse.Namespace) -> str:
+    """The task reference the command runs: --task, or the files: reference of --model and --data."""
+    spec = _files_spec(args)
+    return spec.ref() if spec is not None else (args.task or DEFAULT_TASK)
+
+
 def _task_of(args: argparse.Namespace) -> Any:
-    """The task named by --task, with --model's weights when given."""
+    """The task named by --task (with --model's weights when given), or the one --model and --data make."""
     from ..task import load_task, validate_task
 
-    task = load_task(args.task)
+    spec = _files_spec(args)
+    if spec is not None:
+        task = load_task(spec.ref())
+        sys.stderr.write(f"task {task.name}: {task.description}\n")
+        return task
+    task = load_task(args.task or DEFAULT_TASK)
     if getattr(args, "model", None):
         import dataclasses
 
@@ -60,9 +115,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from ..bench import run_bench
 
     err = Console(stderr=True)
+    definition, out = args.definition, args.out
+    spec = _files_spec(args)
+    if spec is not None:
+        from ..task import load_task
+        from ..tasks.files import bench_definition_for
+
+        load_task(spec.ref())  # bad files are a one-line error before anything is written
+        out = out or str(Path(definition).parent / "results")
+        definition = bench_definition_for(definition, spec, out)
+        err.print(f"wrote {definition}: {args.definition} with the task of --model and --data")
     if args.keep_studies:
         Path(args.keep_studies).mkdir(parents=True, exist_ok=True)
-    result, md_path, csv_path = run_bench(args.definition, args.out, args.keep_studies, log=err.print,
+    result, md_path, csv_path = run_bench(definition, out, args.keep_studies, log=err.print,
                                           backend=args.backend)
     print(f"wrote {md_path} and {csv_path} ({len(result.rows)} rows) in {result.seconds['total']:.0f}s")
     return 0
@@ -75,6 +140,7 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
     from ..requirements import with_objectives
     from ..study import finished_trials, is_feasible, mask_url, pareto, parse_objectives, resolve_storage, run_study
 
+    task_ref = _task_ref(args)
     objectives = parse_objectives(args.objective, args.objectives)
     requirements = with_objectives(_requirements(args), objectives)
     require_backend(requirements.backend)
@@ -105,7 +171,7 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
 
     sys.stderr.write(f"study {args.name!r} in {mask_url(url)}: objectives metric + {', '.join(objectives)}, "
                      f"drop <= {requirements.max_drop:g} points, {args.trials} trials in total\n")
-    study = run_study(args.task, requirements, objectives, args.trials, name=args.name, storage=args.storage,
+    study = run_study(task_ref, requirements, objectives, args.trials, name=args.name, storage=args.storage,
                       timeout=args.timeout, seed=args.seed, device=args.device, threads=args.threads,
                       artifacts=args.artifacts, n_neighbours=args.neighbours, on_trial=on_trial,
                       log=lambda m: sys.stderr.write(m + "\n"))

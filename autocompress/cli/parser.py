@@ -25,9 +25,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_task_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="digits", metavar="TASK",
-                        help="a built-in task name (digits, text), a path to a .py file that defines task(), "
-                             "or package.module:function (default: digits)")
+    parser.add_argument("--task", default=None, metavar="TASK",
+                        help="a built-in task name (digits, mnist, text, reviews), a path to a .py file that defines "
+                             "task(), or package.module:function (default: digits; not with --data)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where training and float measurement run: auto picks CUDA when present "
                              "(quantized models are always measured on CPU; default: auto)")
@@ -35,14 +35,49 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for latency measurement (default: min(4, cores))")
 
 
+MODEL_HELP = ("with --data: a Hugging Face classifier folder written by save_pretrained (with its tokenizer or "
+              "image processor), or torchvision:NAME with --weights FILE. Without --data: weights for --task's "
+              "architecture, a state dict saved with torch.save(model.state_dict()) (loaded with "
+              "weights_only=True) or an autocompress archive")
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, metavar="FILE",
-                        help="use the weights in FILE instead of the task's model: a state dict saved with "
-                             "torch.save(model.state_dict()) for the task's architecture (loaded with "
-                             "weights_only=True), or an autocompress archive")
+    parser.add_argument("--model", default=None, metavar="MODEL", help=MODEL_HELP)
     parser.add_argument("--allow-pickle", action="store_true",
-                        help="also accept a whole pickled nn.Module in --model. Unpickling runs whatever code the "
-                             "file names: only for a file you made or trust")
+                        help="also accept a whole pickled nn.Module in --model (without --data). Unpickling runs "
+                             "whatever code the file names: only for a file you made or trust")
+
+
+def _add_files_options(parser: argparse.ArgumentParser, with_model: bool) -> None:
+    """A task without code: a model and data files instead of --task (see autocompress.tasks.files)."""
+    group = parser.add_argument_group(
+        "a task without code", "--model and --data instead of --task: a text classifier with a CSV, JSONL or "
+                               "Parquet table, or an image classifier with an image folder (one subfolder per class)")
+    if with_model:
+        group.add_argument("--model", default=None, metavar="MODEL",
+                           help="a Hugging Face classifier folder written by save_pretrained (with its tokenizer or "
+                                "image processor), or torchvision:NAME with --weights FILE")
+    group.add_argument("--data", default=None, metavar="PATH",
+                       help="a .csv/.tsv/.jsonl/.parquet file with a text and a label column, or an image folder in "
+                            "torchvision's ImageFolder layout (DIR/<class>/<image>)")
+    group.add_argument("--eval-data", default=None, metavar="PATH",
+                       help="evaluation data of the same kind (default: a stratified 20%% of --data)")
+    group.add_argument("--split-seed", type=int, default=None, metavar="N",
+                       help="the seed of the stratified 80/20 split when there is no --eval-data (default: 0)")
+    group.add_argument("--text-column", default=None, metavar="NAME",
+                       help="the text column (default: the first of text, sentence, review, content, document; "
+                            "any case)")
+    group.add_argument("--label-column", default=None, metavar="NAME",
+                       help="the label column (default: the first of label, labels, target, class, sentiment; any "
+                            "case). Label names are matched to the model's config.id2label when it has real names")
+    group.add_argument("--metric", choices=("accuracy", "f1"), default=None,
+                       help="the task metric: accuracy or macro F1 (default: accuracy)")
+    group.add_argument("--weights", default=None, metavar="FILE",
+                       help="with --model torchvision:NAME: the state dict (torch.save(model.state_dict())), loaded "
+                            "with weights_only=True; the class count comes from the data")
+    group.add_argument("--image-size", type=int, default=None, metavar="N",
+                       help="with torchvision:NAME: resize images to NxN (default: the images' median longer side "
+                            "within 32..64; a Hugging Face model uses its image processor)")
 
 
 def _add_requirement_options(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = commands.add_parser(name, help=text, description=description)
         _add_task_options(p)
         _add_model_options(p)
+        _add_files_options(p, with_model=False)
         if with_requirements:
             _add_requirement_options(p)
         p.add_argument("--json", action="store_true", help=json_help)
@@ -101,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "quantization mode (best result still written); 2 bad input.")
     _add_task_options(p)
     _add_model_options(p)
+    _add_files_options(p, with_model=False)
     _add_requirement_options(p)
     p.add_argument("--out", required=True, metavar="DIR",
                    help="directory for report.json, report.md and model.acz (the autocompress format)")
@@ -146,6 +183,7 @@ def _add_study_commands(commands: Any) -> None:
                                        "--max-drop as a constraint. Re-running with the same --name and --storage "
                                        "resumes it; --trials is the TOTAL number of finished trials wanted.")
     _add_task_options(p)
+    _add_files_options(p, with_model=True)
     _add_requirement_options(p)
     p.add_argument("--objectives", default=None, metavar="A,B",
                    help="several costs to minimise, e.g. size,latency (default: --objective alone)")
@@ -206,7 +244,10 @@ def _add_dashboard_command(commands: Any) -> None:
 def _add_bench_command(commands: Any) -> None:
     p = commands.add_parser("bench", help="run a benchmark definition (studies/*.yaml) and write its tables",
                             description="Run the benchmark a YAML file defines (performance preservation, "
-                                        "targets, baselines side by side) and write <name>.md and <name>.csv.")
+                                        "targets, baselines side by side) and write <name>.md and <name>.csv. With "
+                                        "--model and --data the file's tasks are replaced by that one: the "
+                                        "definition it runs is written beside the tables as "
+                                        "<name>-<task>.yaml.")
     p.add_argument("definition", metavar="FILE.yaml", help="the benchmark definition, e.g. studies/digits.yaml")
     p.add_argument("--out", default=None, metavar="DIR", help="where the tables go (default: results/ beside FILE)")
     p.add_argument("--keep-studies", default=None, metavar="DIR",
@@ -215,6 +256,7 @@ def _add_bench_command(commands: Any) -> None:
     p.add_argument("--backend", default=None, metavar="B",
                    help="run every study and baseline on this deployment backend (cpu, onnxruntime, gpu) instead "
                         "of the file's (`backend:`, default cpu); the tables are then <name>-<backend>.md and .csv")
+    _add_files_options(p, with_model=True)
     _add_common(p)
     p.set_defaults(handler=handlers._cmd_bench)
 
