@@ -195,10 +195,19 @@ def show_compare(url: str | None, study: dict) -> None:
 
 def show_share(study: dict) -> None:
     # In the page, not the sidebar: this runs inside the refreshing fragment, which may not write to the sidebar.
-    st.download_button("Download this study as one HTML file", share.study_html(study).encode(),
+    complete = len(data.complete_trials(study))
+    st.download_button("Download this study as one HTML file", cached_html(study["name"], len(study["trials"]),
+                                                                           complete, study),
                        file_name=f"{study['name']}.html", mime="text/html", key="share-html",
                        help="self-contained (opens offline): the Pareto chart, the history and the trial table, "
                             "for people who do not run Streamlit")
+
+
+@st.cache_data(show_spinner=False, max_entries=8, hash_funcs={dict: lambda _: 0})
+def cached_html(name: str, trials: int, complete: int, study: dict) -> bytes:
+    # Rendering the page's figures as HTML (plotly.js inlined) costs about a second for 200 trials: once per
+    # trial count, not on every refresh. The study record itself is not hashed (keyed by the counts).
+    return share.study_html(study).encode()
 
 
 @st.cache_data(show_spinner=False, ttl=2, max_entries=8)
