@@ -25,6 +25,24 @@ STUDY_ENV = "AUTOCOMPRESS_DASHBOARD_STUDY"
 STOP_GRACE_SECONDS = 10.0  # after a forwarded signal, how long the server may take before it is killed
 
 
+def wait_until_healthy(port: int, server: subprocess.Popen, timeout: float = 60.0, host: str = "127.0.0.1") -> bool:
+    """Poll the started dashboard's health endpoint until it answers ``ok``: True, or False once ``server`` has
+    exited or ``timeout`` seconds have passed (for callers that start it and then drive it, e.g. a browser)."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/_stcore/health", timeout=2) as response:
+                if response.read() == b"ok":
+                    return True
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                return False
+            time.sleep(0.5)
+
+
 def check_port_free(host: str, port: int) -> None:
     """A one-line error unless ``host:port`` can be bound now."""
     if not 0 < port < 65536:

@@ -168,7 +168,7 @@ def show_search(url: str | None, study: dict) -> None:
 @st.cache_data(show_spinner=False, max_entries=16)
 def cached_importances(url: str | None, name: str, complete: int) -> dict:
     # Keyed on the number of completed trials: a new trial recomputes, a refresh without one does not.
-    return search.importances(url, name, data.load(url, name))
+    return search.importances(url, name, cached_study(url, name))
 
 
 def show_compare(url: str | None, study: dict) -> None:

@@ -132,14 +132,14 @@ def feasible_ranges(data: dict[str, Any], x: int, y: int, pad: float = 0.08) -> 
     feasible = [t for t in complete_trials(data) if t["feasible"]]
     if not feasible:
         return None
-    original = original_values(data)
+    original, threshold = original_values(data), threshold_value(data)
     out = {}
     for index, axis in ((x, "xaxis"), (y, "yaxis")):
         values = [t["values"][index] for t in feasible]
         if math.isfinite(original[index]):
             values.append(original[index])
-        if index == 0 and threshold_value(data) is not None:
-            values.append(threshold_value(data))  # the threshold line stays in view too
+        if index == 0 and threshold is not None:
+            values.append(threshold)  # the threshold line stays in view too
         if index:  # a log axis
             values = [math.log10(v) for v in values if v > 0]
             if not values:
@@ -247,16 +247,24 @@ def comparison_frame(data: dict[str, Any], record: dict[str, Any]) -> pd.DataFra
     return pd.DataFrame(out)
 
 
-def widths_figure(widths: dict[str, dict[str, int | None]]) -> go.Figure:
-    """Per conv/linear layer, its output width before and after pruning (grouped bars, model order)."""
-    names = list(widths)
+WIDTH_COLOURS = ("#aaaaaa", "#1f77b4", "#ff7f0e")  # the original, then each model shown beside it
+
+
+def widths_bars(series: dict[str, dict[str, int | None]]) -> go.Figure:
+    """Grouped bars, one group per conv/linear layer (the first series' order), one bar per named series."""
+    names = list(next(iter(series.values())))
     fig = go.Figure()
-    fig.add_trace(go.Bar(name="original", x=names, y=[widths[n]["original"] for n in names], marker_color="#aaaaaa"))
-    fig.add_trace(go.Bar(name="compressed", x=names, y=[widths[n]["compressed"] for n in names],
-                         marker_color="#1f77b4"))
+    for (label, widths), colour in zip(series.items(), WIDTH_COLOURS):
+        fig.add_trace(go.Bar(name=label, x=names, y=[widths.get(n) for n in names], marker_color=colour))
     fig.update_layout(barmode="group", height=360, margin=dict(l=10, r=10, t=30, b=10),
                       yaxis_title="output channels / features", legend=dict(orientation="h", y=-0.3))
     return fig
+
+
+def widths_figure(widths: dict[str, dict[str, int | None]]) -> go.Figure:
+    """Per conv/linear layer, its output width before and after pruning (grouped bars, model order)."""
+    return widths_bars({"original": {n: w["original"] for n, w in widths.items()},
+                        "compressed": {n: w["compressed"] for n, w in widths.items()}})
 
 
 def _study_and_trial(url: str | None, name: str, number: int) -> tuple[Any, Any]:

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .data import DashboardDataError, axis_label, open_storage, trial_record, unit
+from .data import DashboardDataError, axis_label, open_storage, trial_record, unit, widths_bars
 
 FEASIBLE_COLOUR, INFEASIBLE_COLOUR, SEED_COLOUR = "#1f77b4", "#bbbbbb", "#d62728"
 MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA's forest needs a few distinct plans before its ranking means anything
@@ -45,6 +45,7 @@ def history_figure(data: dict[str, Any]) -> go.Figure:
     fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=[f"{axis_label(data, i)} ({data['objectives']['directions'][i]})"
                                         for i in range(len(names))])
+    seed = next((t for t in complete if t["seeded"]), None)
     for i in range(len(names)):
         row = i + 1
         for feasible in (True, False):
@@ -61,7 +62,6 @@ def history_figure(data: dict[str, Any]) -> go.Figure:
         fig.add_trace(go.Scatter(x=[n for n, _ in steps], y=[v for _, v in steps], mode="lines",
                                  line=dict(shape="hv", color=FEASIBLE_COLOUR), name="best feasible so far",
                                  legendgroup="best", showlegend=i == 0, hoverinfo="skip"), row=row, col=1)
-        seed = next((t for t in complete if t["seeded"]), None)
         if seed is not None:
             fig.add_trace(go.Scatter(x=[seed["number"]], y=[seed["values"][i]], mode="markers",
                                      name=f"seed: trial {seed['number']} (rule plan)", legendgroup="seed",
@@ -180,24 +180,12 @@ def _cell(value: Any) -> Any:
 def compare_widths_figure(widths: dict[int, dict[str, dict[str, int | None]]]) -> go.Figure:
     """Per conv/linear layer: the original width and each compared trial's (grouped bars, model order)."""
     numbers = list(widths)
-    names = list(widths[numbers[0]])
-    fig = go.Figure()
-    fig.add_trace(go.Bar(name="original", x=names, y=[widths[numbers[0]][n]["original"] for n in names],
-                         marker_color="#aaaaaa"))
-    for number, colour in zip(numbers, (FEASIBLE_COLOUR, "#ff7f0e")):
-        fig.add_trace(go.Bar(name=f"trial {number}", x=names, y=[widths[number].get(n, {}).get("compressed")
-                                                                 for n in names], marker_color=colour))
-    fig.update_layout(barmode="group", height=360, margin=dict(l=10, r=10, t=30, b=10),
-                      yaxis_title="output channels / features", legend=dict(orientation="h", y=-0.3))
-    return fig
+    first = widths[numbers[0]]
+    series = {"original": {n: w["original"] for n, w in first.items()}}
+    series.update({f"trial {number}": {n: w.get("compressed") for n, w in widths[number].items()}
+                   for number in numbers})
+    return widths_bars(series)
 
 
 def seed_trial(data: dict[str, Any]) -> int | None:
     return next((t["number"] for t in data["trials"] if t["seeded"]), None)
-
-
-def best_feasible(data: dict[str, Any]) -> dict[str, float | None]:
-    """Each objective's best feasible value over the whole study (what the history's step lines end at)."""
-    return {name: (best_so_far(data, i)[-1][1] if best_so_far(data, i) else None)
-            for i, name in enumerate(data["objectives"]["values"])}
-

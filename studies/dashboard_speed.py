@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +81,8 @@ def time_loads(storage: str, loads: int, complete: int, folder: Path) -> list[fl
 
     from playwright.sync_api import sync_playwright
 
+    from autocompress.dashboard_server import wait_until_healthy
+
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         raise SystemExit("Chromium is not installed (apt-get install chromium)")
@@ -90,16 +91,8 @@ def time_loads(storage: str, loads: int, complete: int, folder: Path) -> list[fl
                                STUDY, "--port", str(port)], cwd=folder, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env=os.environ.copy())
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                if time.time() > deadline:
-                    raise SystemExit("the dashboard did not start") from None
-                time.sleep(0.5)
+        if not wait_until_healthy(port, server):
+            raise SystemExit("the dashboard did not start")
         seconds = []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)

@@ -13,12 +13,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from autocompress import study as acs
+from autocompress.dashboard_server import wait_until_healthy
 
 from .conftest import ROOT, run_cli
 
@@ -256,16 +256,8 @@ def test_dashboard_in_headless_chromium(small_study, tmp_path):
                                small_study["storage"], "--port", str(port)], cwd=small_study["folder"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail(f"the dashboard did not start: {server.stdout.read().decode()[-2000:]}")
-                time.sleep(0.5)
+        if not wait_until_healthy(port, server):
+            pytest.fail(f"the dashboard did not start: {server.stdout.read().decode()[-2000:]}")
         # It listens on 127.0.0.1 only (no --host given): the kernel's table of listening TCP sockets says so.
         listening = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
                      if line.split()[3] == "0A" and line.split()[1].endswith(f":{port:04X}")]

@@ -188,18 +188,26 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _from_folder(source: ModelSource, model_class: Any, preprocessor_class: Any, kind: str,
+                 preprocessor: str) -> tuple[Any, Any]:
+    """A classifier and its preprocessor (tokenizer or image processor) from a save_pretrained folder."""
+    try:
+        with _quiet_transformers():
+            prep = preprocessor_class.from_pretrained(source.location, local_files_only=True)
+            model = model_class.from_pretrained(source.location, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:  # what from_pretrained raises for a folder it cannot read
+        raise ModelSourceError(f"the {kind} model in {source.location} could not be loaded "
+                               f"({describe_error(exc, limit=200)})", f"a {kind} classifier saved with "
+                               f"save_pretrained, with its {preprocessor}", "save it again with save_pretrained") \
+            from None
+    return model, prep
+
+
 def load_text_model(source: ModelSource) -> tuple[Any, Any]:
     """The sequence classifier (eval mode) and its tokenizer from the folder."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    try:
-        with _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=True)
-            model = AutoModelForSequenceClassification.from_pretrained(source.location, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:  # what from_pretrained raises for a folder it cannot read
-        raise ModelSourceError(f"the text model in {source.location} could not be loaded "
-                               f"({describe_error(exc, limit=200)})", "a sequence classifier saved with "
-                               "save_pretrained, with its tokenizer", "save it again with save_pretrained") from None
+    model, tokenizer = _from_folder(source, AutoModelForSequenceClassification, AutoTokenizer, "text", "tokenizer")
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token  # decoder tokenizers (GPT-2) have none; the mask hides it
         model.config.pad_token_id = tokenizer.eos_token_id
@@ -210,15 +218,8 @@ def load_image_model(source: ModelSource) -> tuple[Any, Any]:
     """The image classifier (eval mode) and its image processor from the folder."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    try:
-        with _quiet_transformers():
-            processor = AutoImageProcessor.from_pretrained(source.location, local_files_only=True)
-            model = AutoModelForImageClassification.from_pretrained(source.location, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:  # what from_pretrained raises for a folder it cannot read
-        raise ModelSourceError(f"the image model in {source.location} could not be loaded "
-                               f"({describe_error(exc, limit=200)})", "an image classifier saved with "
-                               "save_pretrained, with its image processor", "save it again with save_pretrained") \
-            from None
+    model, processor = _from_folder(source, AutoModelForImageClassification, AutoImageProcessor, "image",
+                                    "image processor")
     return model.eval(), processor
 
 
