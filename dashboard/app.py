@@ -42,7 +42,7 @@ def show_study_picker(url: str | None, names: list[str]) -> str:
                          help="new trials appear without reloading the page")
         every = st.slider("every (seconds)", 2, 60, 5, disabled=not live)
     with st.expander(f"All studies in this storage ({len(names)})", expanded=len(names) > 1):
-        st.dataframe(data.studies_frame(url), hide_index=True, width="stretch")
+        st.dataframe(data.studies_frame(url, loader=cached_study), hide_index=True, width="stretch")
     st.session_state["refresh_seconds"] = every if live else None
     return name
 
@@ -141,28 +141,37 @@ def show_export(url: str | None, study: dict, record: dict) -> None:
 def show_search(url: str | None, study: dict) -> None:
     """How the search went and what mattered: history, importances, parallel coordinates."""
     st.subheader("How the search went")
+    # Only the open tab's chart is built and sent: drawing the parallel coordinates (WebGL, in software on a
+    # machine without a GPU) took 3 of a 200-trial page's 8 seconds, hidden or not.
     history, importance, parallel = st.tabs(["Optimisation history", "Parameter importances",
-                                            "Parallel coordinates"])
+                                            "Parallel coordinates"], key="search-view", on_change="rerun")
     with history:
-        st.caption("Each objective's value per trial; the line is the best feasible value so far; the ringed "
-                   "diamond is the seed (the rule plan).")
-        st.plotly_chart(search.history_figure(study), width="stretch", key="history")
+        if history.open:
+            st.caption("Each objective's value per trial; the line is the best feasible value so far; the ringed "
+                       "diamond is the seed (the rule plan).")
+            st.plotly_chart(search.history_figure(study), width="stretch", key="history")
     with importance:
-        complete = len(data.complete_trials(study))
-        try:
-            found = cached_importances(url, study["name"], complete)
-        except AutocompressError as exc:
-            found = {}
-            st.warning(str(exc))
-        if found:
-            st.caption(f"Optuna's fANOVA importance evaluator over the {complete} completed trials: the share of "
-                       "each objective's variance a plan parameter explains (parameters every trial has).")
-            st.plotly_chart(search.importance_figure(found), width="stretch", key="importances")
-        else:
-            st.info(f"Importances need at least {search.MIN_TRIALS_FOR_IMPORTANCE} completed trials "
-                    f"({complete} so far).")
+        if importance.open:
+            show_importances(url, study)
     with parallel:
-        st.plotly_chart(search.parallel_figure(study), width="stretch", key="parallel")
+        if parallel.open:
+            st.plotly_chart(search.parallel_figure(study), width="stretch", key="parallel")
+
+
+def show_importances(url: str | None, study: dict) -> None:
+    complete = len(data.complete_trials(study))
+    try:
+        found = cached_importances(url, study["name"], complete)
+    except AutocompressError as exc:
+        found = {}
+        st.warning(str(exc))
+    if found:
+        st.caption(f"Optuna's fANOVA importance evaluator over the {complete} completed trials: the share of "
+                   "each objective's variance a plan parameter explains (parameters every trial has).")
+        st.plotly_chart(search.importance_figure(found), width="stretch", key="importances")
+    else:
+        st.info(f"Importances need at least {search.MIN_TRIALS_FOR_IMPORTANCE} completed trials "
+                f"({complete} so far).")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -194,7 +203,6 @@ def show_compare(url: str | None, study: dict) -> None:
 
 
 def show_share(study: dict) -> None:
-    # In the page, not the sidebar: this runs inside the refreshing fragment, which may not write to the sidebar.
     complete = len(data.complete_trials(study))
     st.download_button("Download this study as one HTML file", cached_html(study["name"], len(study["trials"]),
                                                                            complete, study),
@@ -210,18 +218,25 @@ def cached_html(name: str, trials: int, complete: int, study: dict) -> bytes:
     return share.study_html(study).encode()
 
 
-@st.cache_data(show_spinner=False, ttl=2, max_entries=8)
+@st.cache_resource(show_spinner=False)
+def study_cache() -> data.StudyCache:
+    return data.StudyCache()
+
+
 def cached_study(url: str | None, name: str) -> dict:
-    # Reruns within two seconds (a click, a toggle) reuse one storage read; live refresh still sees new trials.
-    return data.load(url, name)
+    # One record per study for every session and refresh, read again only when a trial started, finished or
+    # failed (a check of a few milliseconds; reading 200 trials takes about 0.3 s). The record is shared, so
+    # nothing here may change it.
+    return study_cache().get(url, name)
 
 
-def show_study(url: str | None, name: str) -> None:
+def show_study(url: str | None, name: str) -> int | None:
+    """Draws the study's page; returns the identity of the record it drew (None if it drew none)."""
     try:
         study = cached_study(url, name)
     except AutocompressError as exc:
         st.warning(str(exc))
-        return
+        return None
     trials = study["trials"]
     complete = [t for t in trials if t["state"] == "COMPLETE"]
     feasible = [t for t in complete if t["feasible"]]
@@ -237,13 +252,14 @@ def show_study(url: str | None, name: str) -> None:
         col.metric(f"best {key} ×", f"{best:.1f}×" if best else "—")
     if not complete:
         st.info("No trial has completed yet; this page refreshes as trials finish.")
-        return
+        return id(study)
     show_share(study)
     clicked = show_pareto(study, name)
     show_table(study)
     show_detail(url, study, clicked)
     show_search(url, study)
     show_compare(url, study)
+    return id(study)
 
 
 def main() -> None:
@@ -260,7 +276,19 @@ def main() -> None:
                 "then reload this page.")
         return
     name = show_study_picker(url, names)
-    st.fragment(run_every=st.session_state.get("refresh_seconds"))(show_study)(url, name)
+    shown = show_study(url, name)
+    if st.session_state.get("refresh_seconds"):
+        st.fragment(run_every=st.session_state["refresh_seconds"])(rerun_when_changed)(url, name, shown)
+
+
+def rerun_when_changed(url: str | None, name: str, shown: int | None) -> None:
+    # Live refresh checks the study (a few milliseconds) and redraws the page only when a trial started,
+    # finished or failed: redrawing an unchanged page of 200 trials every few seconds kept the browser busy.
+    try:
+        if id(cached_study(url, name)) != shown:
+            st.rerun(scope="app")
+    except AutocompressError:
+        pass  # the next full run shows the error
 
 
 main()

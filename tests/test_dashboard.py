@@ -137,6 +137,30 @@ def test_study_exports_as_one_self_contained_html_file(small_study, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.html"]  # no temporary file left behind
 
 
+def test_study_cache_reads_again_only_when_a_trial_starts_or_finishes(small_study, tmp_path):
+    import optuna
+
+    from dashboard import data
+
+    shutil.copy(Path(small_study["folder"]) / "d.db", tmp_path / "d.db")  # the module's study stays as it is
+    url = f"sqlite:///{tmp_path}/d.db"
+    reads = []
+    cache = data.StudyCache(loader=lambda u, n: reads.append(n) or data.load(u, n))
+    first = cache.get(url, "dash")
+    assert cache.get(url, "dash") is first and reads == ["dash"]  # unchanged: no second read
+    assert data.studies_frame(url, loader=cache.get)["trials"].tolist() == [4] and reads == ["dash"]
+    study = optuna.load_study(study_name="dash", storage=url)
+    trial = study.ask()  # a trial starts: read again
+    second = cache.get(url, "dash")
+    assert second is not first and len(second["trials"]) == 5 and len(reads) == 2
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)  # it fails: read again
+    third = cache.get(url, "dash")
+    assert third is not second and third["trials"][-1]["state"] == "FAIL" and len(reads) == 3
+    stale = data.StudyCache(max_age=0.0)  # past its age a record is read again, but kept when it is the same
+    kept = stale.get(url, "dash")
+    assert stale.get(url, "dash") is kept
+
+
 def test_missing_storage_is_a_message_not_a_file(tmp_path):
     from dashboard import data
 
@@ -195,10 +219,17 @@ def test_app_shows_how_the_search_went_compares_and_shares(small_study, monkeypa
     assert not at.exception, at.exception
     assert [tab.label for tab in at.tabs] == ["Optimisation history", "Parameter importances",
                                              "Parallel coordinates"]
-    charts = at.get("plotly_chart")
-    # the Pareto chart, the trial's widths, history, importances, parallel coordinates, the compared widths
-    assert len(charts) == 6, [c.proto.id for c in charts]
-    assert not at.info or all("Importances need" not in i.value for i in at.info)
+    # only the open tab's chart is built: the Pareto chart, the trial's widths, the history, the compared widths
+    keys = [c.key for c in at.get("plotly_chart")]
+    assert keys == ["pareto-dash", f"widths-{data.default_trial(small_study['data'])}", "history",
+                    keys[-1]] and keys[-1].startswith("compare-widths-"), keys
+    for tab, chart in (("Parameter importances", "importances"), ("Parallel coordinates", "parallel")):
+        at.session_state["search-view"] = tab  # what a click on the tab sets (on_change="rerun")
+        at.run()
+        assert not at.exception, at.exception
+        keys = [c.key for c in at.get("plotly_chart")]
+        assert chart in keys and "history" not in keys, (tab, keys)
+        assert not at.info or all("Importances need" not in i.value for i in at.info)
     study = small_study["data"]
     compare = next(d.value for d in at.dataframe if "differs" in d.value.columns)
     best, seed = data.default_trial(study), 0
