@@ -135,20 +135,25 @@ def parallel_figure(data: dict[str, Any]) -> go.Figure:
         values = [t["params"].get(param) for t in complete]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values if v is not None)
         if numeric:
-            dimensions.append(dict(label=param, values=[float("nan") if v is None else v for v in values]))
+            dimensions.append(dict(label=_two_lines(param), values=[float("nan") if v is None else v for v in values]))
         else:
             choices = sorted({str(v) for v in values})
-            dimensions.append(dict(label=param, values=[choices.index(str(v)) for v in values],
+            dimensions.append(dict(label=_two_lines(param), values=[choices.index(str(v)) for v in values],
                                    tickvals=list(range(len(choices))), ticktext=choices))
     metric = data["objectives"]["values"][0]
     dimensions.append(dict(label=metric, values=[t["values"][0] for t in complete]))
     colour = [1 if t["feasible"] else 0 for t in complete]
     fig = go.Figure(go.Parcoords(
         line=dict(color=colour, colorscale=[[0, INFEASIBLE_COLOUR], [1, FEASIBLE_COLOUR]], cmin=0, cmax=1),
-        dimensions=dimensions))
-    fig.update_layout(height=420, margin=dict(l=60, r=60, t=60, b=20),
-                      title=dict(text="blue: feasible, grey: over the max drop", font=dict(size=12)))
+        dimensions=dimensions, labelside="bottom"))  # two-line names below the axes, clear of their ranges
+    fig.update_layout(height=460, margin=dict(l=60, r=60, t=70, b=70),
+                      title=dict(text="blue: feasible, grey: over the max drop", font=dict(size=12), y=0.98))
     return fig
+
+
+def _two_lines(param: str) -> str:
+    # "distillation.temperature" on two lines: eleven axes' one-line names overlapped at 940 pixels wide
+    return param.replace(".", "<br>", 1)
 
 
 def compare_frame(data: dict[str, Any], first: int, second: int) -> pd.DataFrame:

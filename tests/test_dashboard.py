@@ -106,7 +106,8 @@ def test_history_importances_parallel_and_compare(small_study):
     # parallel coordinates: one axis per plan parameter plus the metric, lines coloured by feasibility
     parallel = search.parallel_figure(study).data[0]
     params = sorted({p for t in complete for p in t["params"]})
-    assert [d.label for d in parallel.dimensions] == params + [study["objectives"]["values"][0]]
+    assert [d.label.replace("<br>", ".") for d in parallel.dimensions] == params + [study["objectives"]["values"][0]]
+    assert all(d.label.count("<br>") == 1 for d in parallel.dimensions[:-1])  # "pruning<br>keep": no overlap
     assert list(parallel.line.color) == [1 if t["feasible"] else 0 for t in complete]
     # compare: two trials' plans and figures side by side, the differences flagged
     first, second = complete[0]["number"], complete[1]["number"]
