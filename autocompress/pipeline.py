@@ -24,7 +24,7 @@ from .errors import AutocompressError, ConfigError
 from .plan import Plan
 from .profile import Profile, profile_model, profile_task
 from .quantization import convert, engine_name, prepare_qat, quantization_config, quantize
-from .requirements import Requirements
+from .requirements import TIMED_OBJECTIVES, Requirements
 from .pruning import SOLVER_TOLERANCE, prune, solve_above
 from .selection import PRUNING_OBJECTIVE
 from .task import Task
@@ -33,7 +33,6 @@ MAX_ATTEMPTS = 4
 # Timed objectives move between measuring windows: the reviews encoder's batch-64 ratio moved by about 5% between
 # runs of one model (2.81x at 21% of MLP channels pruned, 2.76x at 34%). A smaller step than that toward a
 # timed target cannot be told from noise, so the pipeline never steps by less.
-TIMED_OBJECTIVES = ("latency", "energy")
 TIMED_MIN_STEP = 1.05
 MILDER_QUANTIZATION = {"qat": "dynamic", "static": "dynamic", "dynamic": "none", "none": None}
 REDUCTION_KEYS = ("size", "flops", "latency", "energy")
@@ -315,7 +314,7 @@ def run(task: Task, plan: Plan, requirements: Requirements, *, original: Profile
     Each adjustment is made in pruning-fold space (params for size, MACs otherwise) and turned into a ratio
     by the target solver. Over the threshold: go halfway (geometrically) back to the last fold that held it,
     or to no pruning; once that step is small, keep the whole vocabulary (if it was trimmed), then switch to a
-    milder quantization mode. Under the threshold but
+    milder quantization mode (for size, only while no attempt has held the threshold). Under the threshold but
     short of the target: prune harder by the measured shortfall, never past a fold that broke the threshold.
     Returns the attempt with the largest reduction that holds the threshold; if none does, the original
     model, measured, with a note.
@@ -373,8 +372,8 @@ def run(task: Task, plan: Plan, requirements: Requirements, *, original: Profile
                 current = current.replace(embeddings=current.embeddings.replace(trim_vocabulary=False))
                 continue
             milder = MILDER_QUANTIZATION.get(current.quantization_mode)
-            if milder is None:
-                break
+            if milder is None or (best is not None and objective == "size"):
+                break  # a milder mode stores more bytes: it cannot beat a size already held at this mode
             current = current.replace(quantization=quantization_config(milder, backend=current.quantization.backend))
             broken_fold = None  # a milder mode may hold the threshold where the harsher one broke
     notes: list[str] = []

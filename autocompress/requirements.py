@@ -10,6 +10,7 @@ from .config import Config, register_config
 from .errors import ConfigError
 
 OBJECTIVES = ("size", "flops", "latency", "energy")
+TIMED_OBJECTIVES = ("latency", "energy")  # measured by running the model: its kernels' speed matters
 BACKENDS = ("cpu", "gpu", "onnxruntime")
 # The quantization engine backend each deployment backend uses (autocompress.quantization): torch.ao's x86
 # kernels on cpu, none on gpu, ONNX Runtime's tools (and its CPU session for every measurement) on onnxruntime.

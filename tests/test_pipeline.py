@@ -8,6 +8,7 @@ import torch
 import autocompress
 from autocompress import pipeline
 from autocompress.plan import Plan
+from autocompress.quantization import quantization_config
 from autocompress.requirements import Requirements
 from autocompress.selection import select
 
@@ -350,3 +351,34 @@ def test_a_timed_target_missed_by_a_hair_still_prunes_a_measurable_step_further(
                      max_attempts=2, progress=False)
     assert folds[0] == ("latency", pipeline.TIMED_MIN_STEP)
     assert folds[1][0] == "size" and folds[1][1] == pytest.approx(3.0 / 2.98 * 1.02)
+
+
+def test_a_size_run_that_held_once_does_not_fall_back_to_a_milder_quantization(digits, monkeypatch):
+    # QAT held at 3.96x of a 4x size target, pruning further broke the threshold: dynamic int8 or none store more
+    # bytes, so they cannot beat 3.96x; the run stops with the held attempt instead of spending two more.
+    task, original = digits
+    modes = []
+
+    def fake_run_plan(task, plan, original, requirements=None, **kwargs):
+        modes.append(plan.quantization_mode)
+        held = plan.pruning.ratio == 0.0
+        return pipeline.PipelineResult(model=task.model, plan=plan, original=original, compressed=original,
+                                       metric_drop=0.0 if held else 6.0,
+                                       reduction={k: 3.96 if held else 4.18 for k in pipeline.REDUCTION_KEYS},
+                                       feasible=held, target_met=False)
+
+    def fake_with_pruning_fold(task, plan, objective, fold, progress):
+        return plan.replace(pruning=plan.pruning.replace(ratio=0.0 if fold <= 1.0 + 1e-6 else 0.02))
+
+    monkeypatch.setattr(pipeline, "run_plan", fake_run_plan)
+    monkeypatch.setattr(pipeline, "_with_pruning_fold", fake_with_pruning_fold)
+    qat = Plan().replace(quantization=quantization_config("qat"))
+    qat = qat.replace(pruning=qat.pruning.replace(ratio=0.0))
+    result = pipeline.run(task, qat, Requirements(objective="size", target=4.0, max_drop=1.0), original=original,
+                          max_attempts=4, progress=False)
+    assert modes == ["qat", "qat"] and result.reduction["size"] == 3.96
+    modes.clear()  # with no attempt held yet, a milder mode is still tried
+    pipeline.run(task, qat.replace(pruning=qat.pruning.replace(ratio=0.02)),
+                 Requirements(objective="size", target=4.0, max_drop=1.0), original=original, max_attempts=4,
+                 progress=False)
+    assert modes == ["qat", "dynamic", "none"]
