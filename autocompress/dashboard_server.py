@@ -43,6 +43,14 @@ def wait_until_healthy(port: int, server: subprocess.Popen, timeout: float = 60.
             time.sleep(0.5)
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that is free now (for callers that start a server, the dashboard or another, and then
+    drive it)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
 def check_port_free(host: str, port: int) -> None:
     """A one-line error unless ``host:port`` can be bound now."""
     if not 0 < port < 65536:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +23,6 @@ if TYPE_CHECKING:
 HERE = Path(__file__).resolve().parent
 VIEWPORT = {"width": 1400, "height": 4200}  # Streamlit scrolls inside the page: the viewport is the picture
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _trimmed(png: bytes, margin: int = 24) -> Image.Image:
@@ -48,12 +41,12 @@ def take(storage: str | None, name: str) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     from autocompress._io import atomic_write
-    from autocompress.dashboard_server import wait_until_healthy
+    from autocompress.dashboard_server import free_port, wait_until_healthy
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         raise SystemExit("Chromium is not installed (apt-get install chromium)")
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "autocompress", "dashboard", "--name", name, "--port", str(port)]
     server = subprocess.Popen(command + (["--storage", storage] if storage else []), cwd=HERE.parent,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,12 +71,6 @@ def make_study(storage: str, trials: int, folder: Path) -> float:
     return time.perf_counter() - started
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def time_loads(storage: str, loads: int, complete: int, folder: Path) -> list[dict[str, float]]:
     """Seconds from navigation to a rendered page, then from a click on each hidden tab of "How the search
     went" to its chart, for a warm-up load and then ``loads`` more. Each load opens a new browser context
@@ -87,12 +80,12 @@ def time_loads(storage: str, loads: int, complete: int, folder: Path) -> list[di
 
     from playwright.sync_api import sync_playwright
 
-    from autocompress.dashboard_server import wait_until_healthy
+    from autocompress.dashboard_server import free_port, wait_until_healthy
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         raise SystemExit("Chromium is not installed (apt-get install chromium)")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "autocompress", "dashboard", "--storage", storage, "--name",
                                STUDY, "--port", str(port)], cwd=folder, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env=os.environ.copy())

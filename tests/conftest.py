@@ -51,14 +51,6 @@ def _postgres_binary(name: str) -> str:
     return found
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
     """A real PostgreSQL server on 127.0.0.1, in its own temporary cluster, for the test session.
@@ -77,7 +69,9 @@ def postgres_url():
     if as_root:
         shutil.chown(base, "postgres", "postgres")
     data, log = base / "data", base / "server.log"
-    port = _free_port()
+    from autocompress.dashboard_server import free_port
+
+    port = free_port()
     run = dict(capture_output=True, text=True, timeout=120, cwd=base, **owner)
     init = subprocess.run([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], **run)
     if init.returncode:

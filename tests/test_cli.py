@@ -122,12 +122,11 @@ def _children_of(pid: int) -> list[int]:
 def test_sigterm_to_dashboard_stops_its_server(tmp_path):
     # A supervisor stops `autocompress dashboard` with SIGTERM: the Streamlit child must not live on, listening.
     import signal
-    import socket
     import time
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from autocompress.dashboard_server import free_port
+
+    port = free_port()
     command = [sys.executable, "-m", "autocompress", "dashboard", "--storage",
                f"sqlite:///{tmp_path}/none.db", "--port", str(port)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

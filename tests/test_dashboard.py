@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from autocompress import study as acs
-from autocompress.dashboard_server import wait_until_healthy
+from autocompress.dashboard_server import free_port, wait_until_healthy
 
 from .conftest import ROOT, run_cli
 
@@ -261,12 +260,6 @@ def test_dashboard_command_errors_in_one_line(tmp_path, small_study):
 
 
 # ------------------------------------------------------------------------------------------ a real browser
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
@@ -283,7 +276,7 @@ def test_dashboard_in_headless_chromium(small_study, tmp_path):
     from playwright.sync_api import sync_playwright
 
     chromium = _chromium()
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "autocompress", "dashboard", "--storage",
                                small_study["storage"], "--port", str(port)], cwd=small_study["folder"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
