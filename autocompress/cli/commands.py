@@ -177,8 +177,10 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
                       log=lambda m: sys.stderr.write(m + "\n"))
     front = pareto(study, url)
     finished = len(finished_trials(study))
-    print(f"\nPareto front (feasible trials only, {len(front['front'])} of {finished} finished), "
-          f"{front['epochs']['total']} epochs, {time.perf_counter() - started:.0f}s this run:")
+    on_front = len(front["front"])
+    print(f"\nPareto front: {on_front} feasible trial{'s' if on_front != 1 else ''} that no other beats on every "
+          f"objective, of {finished} finished; {front['epochs']['total']} epochs, "
+          f"{time.perf_counter() - started:.0f}s this run:")
     _print_front(front)
     storage_arg = f" --storage {mask_url(args.storage)}" if args.storage else ""
     print(f"\nexport one:      autocompress export --name {args.name}{storage_arg} --best --format torchscript "
