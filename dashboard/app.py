@@ -225,7 +225,7 @@ def study_cache() -> data.StudyCache:
 
 def cached_study(url: str | None, name: str) -> dict:
     # One record per study for every session and refresh, read again only when a trial started, finished or
-    # failed (a check of a few milliseconds; reading 200 trials takes about 0.3 s). The record is shared, so
+    # failed (a check of about 20 ms; reading 200 trials takes about 0.3 s). The record is shared, so
     # nothing here may change it.
     return study_cache().get(url, name)
 
@@ -282,7 +282,7 @@ def main() -> None:
 
 
 def rerun_when_changed(url: str | None, name: str, shown: int | None) -> None:
-    # Live refresh checks the study (a few milliseconds) and redraws the page only when a trial started,
+    # Live refresh checks the study (about 20 ms) and redraws the page only when a trial started,
     # finished or failed: redrawing an unchanged page of 200 trials every few seconds kept the browser busy.
     try:
         if id(cached_study(url, name)) != shown:
