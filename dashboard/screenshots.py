@@ -52,7 +52,7 @@ def take(storage: str | None, name: str) -> list[Path]:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     written = []
 
-    def save(image: "Image.Image", path: Path) -> None:
+    def save(image: Image.Image, path: Path) -> None:
         atomic_write(path, lambda fh: image.save(fh, format="PNG", optimize=True))
         written.append(path)
 
